@@ -1,0 +1,159 @@
+"""Type stubs for the Rust extension module ``mlflow_descope_auth._core``.
+
+Kept in step with ``src/py.rs``; ``python -m mypy.stubtest mlflow_descope_auth._core`` checks them.
+"""
+
+from collections.abc import Mapping
+from typing import Any, final
+
+__version__: str
+__all__ = [
+    "AccessKeyExchangeError",
+    "ClientSession",
+    "ConfigurationError",
+    "DescopeApiError",
+    "DescopeAuthError",
+    "DescopeClient",
+    "DescopeUnreachableError",
+    "ExpiredTokenError",
+    "Identity",
+    "InvalidTokenError",
+    "RefreshFailedError",
+    "SessionResult",
+    "__version__",
+]
+
+class DescopeAuthError(Exception):
+    """Base class of every error this package raises."""
+
+class ConfigurationError(DescopeAuthError):
+    """A setting is missing or invalid; the message names the variable."""
+
+class InvalidTokenError(DescopeAuthError):
+    """A token failed validation (shape, signature, issuer, claims)."""
+
+class ExpiredTokenError(InvalidTokenError):
+    """The session token is past its `exp` (plus leeway)."""
+
+class DescopeUnreachableError(DescopeAuthError):
+    """Descope could not be reached or answered with a server error."""
+
+class DescopeApiError(DescopeAuthError):
+    """Descope answered a request with an error."""
+
+class RefreshFailedError(DescopeApiError):
+    """Descope refused to refresh the session."""
+
+class AccessKeyExchangeError(DescopeApiError):
+    """Descope refused to exchange the access key."""
+
+@final
+class Identity:
+    """Who a verified Descope session belongs to, and the MLflow permission it maps to. Immutable."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def roles(self) -> list[str]: ...
+    @property
+    def permissions(self) -> list[str]: ...
+    @property
+    def tenants(self) -> dict[str, dict[str, list[str]]]: ...
+    @property
+    def current_tenant(self) -> str | None: ...
+    @property
+    def expires_at(self) -> int: ...
+    @property
+    def issued_at(self) -> int | None: ...
+    @property
+    def is_admin(self) -> bool: ...
+    @property
+    def permission(self) -> str: ...
+    @property
+    def claims(self) -> dict[str, Any]: ...
+    def has_role(self, role: str, tenant: str | None = None) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class SessionResult:
+    """A session Descope issued: the identity plus the tokens to store (cookies, environment)."""
+
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def session_token(self) -> str: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def refreshed(self) -> bool: ...
+    @property
+    def cookie_max_age(self) -> int | None: ...
+
+@final
+class DescopeClient:
+    """Validates Descope sessions and talks to Descope's API. Safe to share across threads."""
+
+    def __new__(
+        cls,
+        project_id: str,
+        *,
+        base_url: str | None = None,
+        leeway: float | None = None,
+        audience: list[str] | None = None,
+        admin_roles: list[str] | None = None,
+        username_claim: str | None = None,
+        default_permission: str | None = None,
+        role_permissions: str | None = None,
+        http_timeout: float | None = None,
+        key_refetch_interval: float | None = None,
+        key_ttl: float | None = None,
+        token_cache_size: int | None = None,
+    ) -> DescopeClient: ...
+    @staticmethod
+    def from_env(environ: Mapping[str, str] | None = None) -> DescopeClient: ...
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def keys_loaded(self) -> int: ...
+    @property
+    def key_fetch_count(self) -> int: ...
+    @property
+    def cached_sessions(self) -> int: ...
+    def settings(self) -> dict[str, Any]: ...
+    def fetch_keys(self) -> int: ...
+    def validate_session(self, session_token: str, refresh_token: str | None = None) -> Identity: ...
+    def validate_and_refresh_session(
+        self, session_token: str | None = None, refresh_token: str | None = None
+    ) -> SessionResult: ...
+    def refresh_session(self, refresh_token: str) -> SessionResult: ...
+    def exchange_access_key(self, access_key: str) -> SessionResult: ...
+    def me(self, refresh_token: str) -> Any: ...
+    def logout(self, refresh_token: str) -> None: ...
+
+@final
+class ClientSession:
+    """The session a client script sends, renewed ahead of expiry, one renewal at a time."""
+
+    def __new__(
+        cls,
+        client: DescopeClient,
+        *,
+        access_key: str | None = None,
+        session_token: str | None = None,
+        refresh_token: str | None = None,
+        refresh_margin: int = 60,
+    ) -> ClientSession: ...
+    def token(self) -> str: ...
+    def token_and_identity(self) -> tuple[str, Identity]: ...
+    def identity(self) -> Identity: ...
+    def renew_after_rejection(self, rejected_token: str) -> str: ...

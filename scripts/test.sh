@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine: installs what it needs, builds the
+# Rust extension once (through pip), then runs every check. Usage: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install the package and test tools (builds the Rust extension, release profile)"
+python3 -m pip install --quiet --disable-pip-version-check ".[test]"
+
+step "Rust: format, lints, tests"
+cargo fmt --check
+cargo clippy --release --all-targets --features python -- -D warnings
+cargo test --release
+
+step "Python: ruff, mypy, stubs that match the extension"
+ruff check python tests_py benchmarks examples
+ruff format --check python tests_py benchmarks examples
+mypy
+mypy tests_py benchmarks examples
+# From outside the source tree, so the installed extension is what gets checked.
+(cd /tmp && python3 -m mypy.stubtest mlflow_descope_auth._core)
+
+step "pytest (real mlflow server, real HTTP, the offline Descope emulator)"
+python3 -m pytest tests_py

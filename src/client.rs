@@ -1,0 +1,151 @@
+//! The core's front door: validate sessions, refresh, exchange access keys, me, logout.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::api::{DescopeApi, JwtResponse};
+use crate::cache::{token_digest, TokenCache};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::keys::KeyStore;
+use crate::token;
+
+/// A session Descope just issued (refresh or access-key exchange), already validated.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub session_jwt: String,
+    /// The refresh token to use next time: Descope's rotated one, or the one that was sent.
+    pub refresh_jwt: Option<String>,
+    pub identity: Arc<Identity>,
+    pub cookie_max_age: Option<i64>,
+}
+
+pub struct DescopeClient {
+    cfg: Arc<Config>,
+    api: Arc<DescopeApi>,
+    keys: KeyStore,
+    cache: TokenCache,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl DescopeClient {
+    pub fn new(cfg: Config) -> Self {
+        let cfg = Arc::new(cfg);
+        let api = Arc::new(DescopeApi::new(&cfg.base_url, &cfg.project_id, cfg.http_timeout));
+        let fetch_api = api.clone();
+        let keys = KeyStore::new(Box::new(move || fetch_api.fetch_keys()), cfg.key_refetch_interval, cfg.key_ttl);
+        DescopeClient { cache: TokenCache::new(cfg.token_cache_size), cfg, api, keys }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Verifies a session token and maps it to an identity. A token seen before (and still within
+    /// its `exp`, with its key still published) is answered from the cache.
+    pub fn validate(&self, session_jwt: &str) -> Result<Arc<Identity>> {
+        if session_jwt.len() > self.cfg.max_token_bytes {
+            // Before hashing: an oversized token costs nothing but this comparison.
+            return Err(token::too_long(session_jwt.len(), self.cfg.max_token_bytes));
+        }
+        let digest = token_digest(session_jwt);
+        let now = unix_now();
+        // Before the cache: a refetch that drops a key must invalidate what that key verified.
+        self.keys.refresh_if_stale();
+        let epoch = self.keys.epoch();
+        // A hit is a token that passed every check below before (same SHA-256), so its header
+        // need not be parsed again.
+        if let Some(hit) = self.cache.get(&digest, now, epoch) {
+            return Ok(hit);
+        }
+        let header = token::precheck(session_jwt, self.cfg.max_token_bytes)?;
+        let key = self.keys.get(&header.kid)?;
+        let claims = token::verify(session_jwt, &header, &key, &self.cfg)?;
+        let identity = Arc::new(Identity::from_claims(claims, &self.cfg)?);
+        self.cache.insert(digest, identity.clone(), now, epoch);
+        Ok(identity)
+    }
+
+    /// Validates `session_jwt`; when it is expired (or missing) and a refresh token is given,
+    /// refreshes and returns the new session instead. `None` in the result's first slot means the
+    /// session was valid as sent.
+    pub fn validate_or_refresh(
+        &self,
+        session_jwt: Option<&str>,
+        refresh_jwt: Option<&str>,
+    ) -> Result<(Arc<Identity>, Option<IssuedSession>)> {
+        let first = match session_jwt {
+            Some(s) => self.validate(s),
+            None => Err(Error::invalid("there is none")),
+        };
+        match (first, refresh_jwt) {
+            (Ok(identity), _) => Ok((identity, None)),
+            // An invalid (not just expired) session next to a refresh token happens after key
+            // rotation; the refresh token, a credential in its own right, decides.
+            (Err(Error::ExpiredToken { .. } | Error::InvalidToken(_)), Some(refresh)) => {
+                let issued = self.refresh(refresh)?;
+                Ok((issued.identity.clone(), Some(issued)))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    pub fn refresh(&self, refresh_jwt: &str) -> Result<IssuedSession> {
+        token::precheck(refresh_jwt, self.cfg.max_token_bytes).map_err(|e| {
+            Error::RefreshFailed(e.to_string().replace("invalid session token", "the refresh token is invalid"))
+        })?;
+        let resp = self.api.refresh(refresh_jwt)?;
+        let identity = self.validate_issued(&resp, Error::RefreshFailed)?;
+        Ok(IssuedSession {
+            refresh_jwt: resp.refresh_jwt.clone().filter(|r| !r.is_empty()).or_else(|| Some(refresh_jwt.to_string())),
+            session_jwt: resp.session_jwt,
+            cookie_max_age: resp.cookie_max_age,
+            identity,
+        })
+    }
+
+    pub fn exchange_access_key(&self, access_key: &str) -> Result<IssuedSession> {
+        if access_key.trim().is_empty() || access_key.len() > 4096 || access_key.contains(char::is_whitespace) {
+            return Err(Error::AccessKeyRejected("the access key is empty or malformed".into()));
+        }
+        let resp = self.api.exchange_access_key(access_key)?;
+        let identity = self.validate_issued(&resp, Error::AccessKeyRejected)?;
+        Ok(IssuedSession {
+            session_jwt: resp.session_jwt,
+            refresh_jwt: None,
+            cookie_max_age: resp.cookie_max_age,
+            identity,
+        })
+    }
+
+    /// A session Descope just handed us is still checked: a compromised or misconfigured base URL
+    /// must not be able to mint identities.
+    fn validate_issued(&self, resp: &JwtResponse, wrap: fn(String) -> Error) -> Result<Arc<Identity>> {
+        self.validate(&resp.session_jwt).map_err(|e| match e {
+            Error::Unreachable { .. } => e,
+            other => wrap(format!("Descope returned a session this server cannot verify ({other})")),
+        })
+    }
+
+    pub fn me(&self, refresh_jwt: &str) -> Result<Value> {
+        self.api.me(refresh_jwt)
+    }
+
+    pub fn logout(&self, refresh_jwt: &str) -> Result<()> {
+        self.api.logout(refresh_jwt)
+    }
+}

@@ -1,0 +1,25 @@
+//! Descope session validation, refresh, access-key exchange and claim mapping for MLflow.
+//!
+//! The core is plain Rust (usable and tested without Python); `py` is the thin PyO3 layer that
+//! `maturin` builds into `mlflow_descope_auth._core` with the `python` feature.
+
+pub mod api;
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod keys;
+pub mod permission;
+pub mod session;
+pub mod token;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use client::{DescopeClient, IssuedSession};
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use identity::{Identity, TenantAccess};
+pub use permission::Permission;
+pub use session::{ClientSession, Source};

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlflow_descope_auth import DescopeClient, settings
+from mlflow_descope_auth.emulator import Emulator
+
+from .servers import RecordingProxy, mlflow_server
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> DescopeClient:
+    return DescopeClient(emulator.project_id, base_url=emulator.base_url, http_timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _clean_descope_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees DESCOPE_* or MLFLOW_TRACKING_* settings it did not set itself."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("DESCOPE_", "MLFLOW_TRACKING_")):
+            monkeypatch.delenv(name)
+    settings.reset()
+    yield
+    settings.reset()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (uvicorn, default app) on loopback."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow"), extra_args=("--workers", "1")) as url:
+        yield url
+
+
+@pytest.fixture
+def proxy(tracking_server: str) -> Iterator[RecordingProxy]:
+    p = RecordingProxy(tracking_server).start()
+    yield p
+    p.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    Path(config.rootpath, "test-artifacts").mkdir(exist_ok=True)
