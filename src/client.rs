@@ -80,6 +80,16 @@ impl DescopeClient {
         Ok(identity)
     }
 
+    /// The identity of a token validated before, without any I/O or crypto; `None` when it is not in
+    /// the cache (then call [`validate`](Self::validate), which may fetch keys). Lets an async
+    /// server answer repeated tokens on its event loop and hand only the rest to a thread.
+    pub fn validate_cached(&self, session_jwt: &str) -> Option<Arc<Identity>> {
+        if session_jwt.len() > self.cfg.max_token_bytes || self.keys.is_stale() {
+            return None;
+        }
+        self.cache.get(&token_digest(session_jwt), unix_now(), self.keys.epoch())
+    }
+
     /// Validates `session_jwt`; when it is expired (or missing) and a refresh token is given,
     /// refreshes and returns the new session instead. `None` in the result's first slot means the
     /// session was valid as sent.
@@ -102,6 +112,15 @@ impl DescopeClient {
             }
             (Err(e), _) => Err(e),
         }
+    }
+
+    /// Verifies a refresh token (signature, expiry, issuer, `drn` DSR) and returns its `exp`, so a
+    /// server can give the refresh cookie the token's own lifetime. Not cached: called at sign-in.
+    pub fn validate_refresh_token(&self, refresh_jwt: &str) -> Result<i64> {
+        let header = token::precheck(refresh_jwt, self.cfg.max_token_bytes)?;
+        let key = self.keys.get(&header.kid)?;
+        let claims = token::verify_kind(refresh_jwt, &header, &key, &self.cfg, token::TokenKind::Refresh)?;
+        claims.get("exp").and_then(serde_json::Value::as_i64).ok_or_else(|| Error::invalid("it has no 'exp' claim"))
     }
 
     pub fn refresh(&self, refresh_jwt: &str) -> Result<IssuedSession> {

@@ -88,6 +88,11 @@ impl KeyStore {
         }
     }
 
+    /// True when the key set is older than the TTL (the next validation will refetch it).
+    pub fn is_stale(&self) -> bool {
+        self.read().fetched_at.is_some_and(|t| t.elapsed() >= self.ttl)
+    }
+
     /// Refetches keys older than the TTL. One caller does it; the others carry on with the cached
     /// keys meanwhile, and they stay in place when Descope is unreachable. Returns true when this
     /// call refetched successfully. Cheap when fresh: a read lock and a clock read.

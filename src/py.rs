@@ -392,6 +392,12 @@ impl PyDescopeClient {
         Ok(wrap_identity(identity))
     }
 
+    /// The identity of a session token validated before (still within `exp`, key still published),
+    /// or None: no network and no crypto, cheap enough for an event loop.
+    fn validate_cached(&self, session_token: &str) -> Option<PyIdentity> {
+        self.inner.validate_cached(session_token).map(wrap_identity)
+    }
+
     /// Validates the session, refreshing it when it is expired or missing and a refresh token is
     /// given. `refreshed` on the result says whether new tokens were issued.
     #[pyo3(signature = (session_token=None, refresh_token=None))]
@@ -417,6 +423,12 @@ impl PyDescopeClient {
                 false,
             ),
         }
+    }
+
+    /// Verifies a refresh token (signature, expiry, issuer, kind) and returns its `exp` (unix time).
+    fn validate_refresh_token(&self, py: Python<'_>, refresh_token: &str) -> PyResult<i64> {
+        let inner = &self.inner;
+        py.detach(|| inner.validate_refresh_token(refresh_token)).map_err(to_pyerr)
     }
 
     fn refresh_session(&self, py: Python<'_>, refresh_token: &str) -> PyResult<PySessionResult> {

@@ -85,8 +85,19 @@ pub fn too_long(len: usize, max_bytes: usize) -> Error {
     Error::invalid(format!("it is {len} bytes long, over the {max_bytes}-byte limit for a Descope session token"))
 }
 
-/// Signature and claims. `header` is what [`precheck`] returned for the same token.
+/// Which kind of Descope token a check expects (`drn` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Session,
+    Refresh,
+}
+
+/// Signature and claims of a session token. `header` is what [`precheck`] returned for the token.
 pub fn verify(token: &str, header: &Header, key: &VerifyKey, cfg: &Config) -> Result<Claims> {
+    verify_kind(token, header, key, cfg, TokenKind::Session)
+}
+
+pub fn verify_kind(token: &str, header: &Header, key: &VerifyKey, cfg: &Config, kind: TokenKind) -> Result<Claims> {
     // The key decides the algorithm. A token claiming another one (say HS256, to have the public key
     // used as an HMAC secret) is refused here, and jsonwebtoken refuses it again below.
     let token_alg = Algorithm::from_str(&header.alg).map_err(|_| Error::invalid("its algorithm is unknown"))?;
@@ -110,10 +121,14 @@ pub fn verify(token: &str, header: &Header, key: &VerifyKey, cfg: &Config) -> Re
         Err(e) => return Err(map_jwt_error(e.kind(), token)),
     };
     check_issuer(&claims, &cfg.project_id)?;
-    if claims.get("drn").and_then(Value::as_str) == Some("DSR") {
-        return Err(Error::invalid("it is a refresh token (drn DSR); send the session token (DS) instead"));
+    let is_refresh = claims.get("drn").and_then(Value::as_str) == Some("DSR");
+    match kind {
+        TokenKind::Session if is_refresh => {
+            Err(Error::invalid("it is a refresh token (drn DSR); send the session token (DS) instead"))
+        }
+        TokenKind::Refresh if !is_refresh => Err(Error::invalid("it is not a refresh token (drn is not DSR)")),
+        _ => Ok(claims),
     }
-    Ok(claims)
 }
 
 /// Descope sets `iss` to the project id or to a URL whose last segment is the project id. A token

@@ -184,3 +184,15 @@ fn descope_down_at_start_is_reported_as_unreachable() {
     assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
     assert!(err.to_string().contains("DESCOPE_BASE_URI"), "{err}");
 }
+
+#[test]
+fn validate_cached_answers_only_tokens_seen_before() {
+    let server = KeyServer::start(all_public_keys());
+    let client = client_for(&server, |_| {});
+    let token = sign("ec256", &session_claims("U2c", &[]));
+    assert!(client.validate_cached(&token).is_none());
+    assert_eq!(server.hits(), 0, "a cache lookup never fetches keys");
+    let identity = client.validate(&token).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&client.validate_cached(&token).unwrap(), &identity));
+    assert!(client.validate_cached(&format!("{token}x")).is_none());
+}

@@ -8,6 +8,7 @@ import pytest
 from mlflow_descope_auth import DescopeClient, settings
 from mlflow_descope_auth.emulator import Emulator
 
+from .descope_server import DescopeServer, descope_server
 from .servers import RecordingProxy, mlflow_server
 
 
@@ -51,3 +52,17 @@ def proxy(tracking_server: str) -> Iterator[RecordingProxy]:
 
 def pytest_configure(config: pytest.Config) -> None:
     Path(config.rootpath, "test-artifacts").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def server_emulator() -> Iterator[Emulator]:
+    """The emulator behind the shared descope server; tests must not change its users' roles."""
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def descope(server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DescopeServer]:
+    """`mlflow server --app-name descope` (uvicorn, 2 workers) against its own emulator."""
+    with descope_server(server_emulator, tmp_path_factory.mktemp("descope-server")) as server:
+        yield server

@@ -61,7 +61,7 @@ def mlflow_server(
         str(workdir / "artifacts"),
         *extra_args,
     ]
-    full_env = {**os.environ, **(env or {})}
+    full_env = dict(env) if env is not None else dict(os.environ)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115  (closed below, after the process)
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -25,8 +25,8 @@ from .servers import RecordingProxy
 
 CLIENT_SCRIPT = textwrap.dedent(
     """
-    import sys, time, mlflow
-    mlflow.set_experiment("descope-e2e")
+    import os, sys, time, mlflow
+    mlflow.set_experiment(os.environ.get("E2E_EXPERIMENT", "descope-e2e"))
     seconds = float(sys.argv[1])
     with mlflow.start_run() as run:
         mlflow.log_param("alpha", 0.5)

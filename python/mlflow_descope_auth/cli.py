@@ -12,6 +12,7 @@ PLUGIN_ENTRY_POINTS = {
     "mlflow.request_auth_provider": "mlflow_descope_auth.client.auth:DescopeAuthProvider",
     "mlflow.request_header_provider": "mlflow_descope_auth.client.headers:DescopeHeaderProvider",
     "mlflow.run_context_provider": "mlflow_descope_auth.client.tags:DescopeRunContextProvider",
+    "mlflow.app": "mlflow_descope_auth.server.app:create_app",
 }
 
 

@@ -1,0 +1,56 @@
+"""The ``mlflow.app`` entry point ``descope``: ``mlflow server --app-name descope``.
+
+MLflow calls ``create_app`` in every worker. Under uvicorn (the default) it returns an ASGI app, under
+gunicorn or waitress a WSGI app; both put the Descope gate in front of MLflow's own auth app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from mlflow_descope_auth._core import ConfigurationError, DescopeClient
+from mlflow_descope_auth.server.settings import ServerSettings
+
+
+def create_app() -> Any:
+    from mlflow_descope_auth.server import bootstrap
+    from mlflow_descope_auth.server.gate import Gate
+    from mlflow_descope_auth.server.routes import AuthRoutes
+    from mlflow_descope_auth.settings import get_descope_client
+
+    settings = ServerSettings.from_env()
+    client = get_descope_client()
+    bootstrap.prepare(settings, client.settings()["default_permission"])
+
+    # Imported only after `prepare`: mlflow.server.auth reads its config file at import.
+    from mlflow.server import app as flask_app
+    from mlflow.server.auth import create_app as create_mlflow_auth_app
+
+    inner = create_mlflow_auth_app(flask_app)
+    gate = Gate(client, settings)
+    routes = AuthRoutes(gate, client)
+    if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
+        from mlflow_descope_auth.server.asgi import DescopeASGIMiddleware
+
+        return DescopeASGIMiddleware(inner, gate, routes)
+    from mlflow_descope_auth.server.wsgi import DescopeWSGIMiddleware
+
+    return DescopeWSGIMiddleware(inner, gate, routes)
+
+
+def _refuse_to_start_without_config() -> None:
+    """``mlflow server`` imports this module in its own process (to see that ``create_app`` is a
+    factory) before it starts any worker: the one place to stop with a clear message, rather than
+    workers that fail, restart and fail again."""
+    if os.environ.get("_MLFLOW_SGI_NAME") or sys.argv[1:2] != ["server"]:
+        return
+    try:
+        ServerSettings.from_env()
+        DescopeClient.from_env()
+    except ConfigurationError as exc:
+        sys.exit(f"mlflow-descope-auth: {exc}")
+
+
+_refuse_to_start_without_config()

@@ -1,0 +1,336 @@
+"""The session gate: every request passes here before MLflow, deny by default.
+
+Credentials: ``Authorization: Bearer <session jwt>`` (API clients) or the ``DS``/``DSR`` cookies
+(browsers). An expired ``DS`` with a valid ``DSR`` is refreshed once per host (single flight across
+threads and worker processes sharing the state directory), the request goes on with the new session,
+and the response sets the new cookies. Unauthenticated browser
+page loads are redirected to the login page; everything else gets 401 JSON.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from mlflow_descope_auth._core import (
+    DescopeAuthError,
+    DescopeClient,
+    DescopeUnreachableError,
+    ExpiredTokenError,
+    Identity,
+    InvalidTokenError,
+    SessionResult,
+)
+from mlflow_descope_auth.server.http import (
+    REFRESH_COOKIE,
+    SESSION_COOKIE,
+    Request,
+    Response,
+    clear_cookies,
+    error,
+    session_cookies,
+)
+from mlflow_descope_auth.server.settings import ServerSettings
+
+_log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Verdict:
+    """What the gate decided: answer now (``response``), or pass on with these changes."""
+
+    response: Response | None = None
+    identity: Identity | None = None
+    set_cookies: list[tuple[str, str]] = field(default_factory=list)
+    # Header name (lower case) -> new value, or None to drop it.
+    header_changes: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A refreshed session: what the gate needs to serve the request and set the new cookies."""
+
+    identity: Identity
+    session_token: str
+    refresh_token: str | None
+    cookie_max_age: int | None
+
+    @classmethod
+    def of(cls, result: SessionResult) -> Renewal:
+        return cls(result.identity, result.session_token, result.refresh_token, result.cookie_max_age)
+
+
+class RefreshCoordinator:
+    """One refresh per refresh token across all workers on this host.
+
+    The browser sends several requests at once, and with refresh-token rotation only the first
+    refresh of a ``DSR`` succeeds at Descope. So the first worker to take the token's file lock
+    refreshes and leaves the result for a short grace period; the others (threads or worker
+    processes) wait on the lock and reuse that result instead of being logged out. Results are kept
+    in memory and, for the other processes, in the state directory (mode 0600, deleted after the
+    grace period). Replicas on other hosts do not share this; see the README's deployment notes.
+    """
+
+    GRACE_SECONDS = 30.0
+
+    def __init__(self, client: DescopeClient, state_dir: Path) -> None:
+        self._client = client
+        self._dir = state_dir / "refresh"
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._done: dict[str, tuple[float, Renewal | DescopeAuthError]] = {}
+        self._sweep()  # results a previous run left behind
+
+    def refresh(self, refresh_token: str) -> Renewal:
+        key = hashlib.sha256(refresh_token.encode()).hexdigest()
+        hit = self._recent(key)
+        if hit is None:
+            # 256 striped lock files, never deleted (deleting a lock file someone waits on would
+            # let two processes hold "the" lock).
+            with open(self._dir / f"stripe-{key[:2]}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    hit = self._recent(key) or self._shared(key)
+                    if hit is None:
+                        hit = self._refresh_now(key, refresh_token)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        if isinstance(hit, DescopeAuthError):
+            raise hit
+        return hit
+
+    def _refresh_now(self, key: str, refresh_token: str) -> Renewal | DescopeAuthError:
+        outcome: Renewal | DescopeAuthError
+        try:
+            outcome = Renewal.of(self._client.refresh_session(refresh_token))
+        except DescopeUnreachableError:
+            raise  # not remembered: Descope may be back for the next request
+        except DescopeAuthError as exc:
+            outcome = exc  # remembered, so a bad DSR does not send every request to Descope
+        expires = time.time() + self.GRACE_SECONDS
+        with self._lock:
+            now = time.time()
+            self._done = {k: v for k, v in self._done.items() if v[0] > now}
+            self._done[key] = (expires, outcome)
+        if isinstance(outcome, Renewal):
+            payload = {
+                "expires": expires,
+                "session": outcome.session_token,
+                "refresh": outcome.refresh_token,
+                "cookie_max_age": outcome.cookie_max_age,
+            }
+            path = self._dir / f"{key}.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f)
+        self._sweep()
+        return outcome
+
+    def _recent(self, key: str) -> Renewal | DescopeAuthError | None:
+        with self._lock:
+            entry = self._done.get(key)
+        return entry[1] if entry is not None and entry[0] > time.time() else None
+
+    def _shared(self, key: str) -> Renewal | None:
+        """Another worker's result for this refresh token, re-validated here (signature and all)."""
+        try:
+            payload = json.loads((self._dir / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(payload, dict) or payload.get("expires", 0) <= time.time():
+            self._sweep()
+            return None
+        try:
+            identity = self._client.validate_session(payload["session"])
+        except (DescopeAuthError, KeyError, TypeError):
+            return None
+        refresh, max_age = payload.get("refresh"), payload.get("cookie_max_age")
+        return Renewal(
+            identity,
+            payload["session"],
+            refresh if isinstance(refresh, str) else None,
+            max_age if isinstance(max_age, int) else None,
+        )
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for path in self._dir.glob("*.json"):
+            try:
+                if json.loads(path.read_text()).get("expires", 0) <= now:
+                    path.unlink(missing_ok=True)
+            except (OSError, ValueError, AttributeError):
+                continue
+
+
+def same_origin(req: Request) -> bool:
+    """The request's Origin (or, lacking one, Referer) names this very host."""
+    source = req.headers.get("origin") or req.headers.get("referer")
+    if not source or source == "null":
+        return False
+    try:
+        netloc = urlsplit(source).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc.lower() == req.host.lower()
+
+
+def is_navigation(req: Request) -> bool:
+    """A browser loading a page (not a script's fetch): gets a redirect to the login page."""
+    if req.method != "GET":
+        return False
+    mode = req.headers.get("sec-fetch-mode")
+    if mode is not None:
+        return mode == "navigate"
+    return "text/html" in req.headers.get("accept", "")
+
+
+class Gate:
+    def __init__(self, client: DescopeClient, settings: ServerSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = settings.static_prefix
+        self.refresher = RefreshCoordinator(client, settings.state_dir)
+        p = self.prefix
+        self.public_paths = frozenset(
+            {f"{p}/health", f"{p}/auth/health", f"{p}/auth/login", f"{p}/auth/session", f"{p}/auth/logout"}
+        )
+        self.public_prefixes = (f"{p}/auth/static/",)
+        self.cookie_path = f"{p}/" if p else "/"
+
+    def is_public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(self.public_prefixes)
+
+    def secure_cookies(self, req: Request) -> bool:
+        mode = self.settings.cookie_secure
+        return mode == "true" or (mode == "auto" and req.is_https)
+
+    def login_url(self, next_path: str | None = None, message: str | None = None) -> str:
+        query = []
+        if next_path:
+            query.append(f"next={quote(next_path, safe='/')}")
+        if message:
+            query.append(f"message={message}")
+        return f"{self.prefix}/auth/login" + (f"?{'&'.join(query)}" if query else "")
+
+    def deny(self, req: Request, message: str, *, reason: str = "required", clear: bool = False) -> Verdict:
+        headers = clear_cookies(secure=self.secure_cookies(req), path=self.cookie_path) if clear else []
+        if is_navigation(req):
+            return Verdict(Response.redirect(self.login_url(req.full_path, reason), headers))
+        headers.append(("WWW-Authenticate", 'Bearer realm="mlflow", error="invalid_token"'))
+        return Verdict(error(401, "UNAUTHENTICATED", message, headers))
+
+    def check(self, req: Request) -> Verdict:
+        """The gate's decision. May call Descope (key fetch, refresh): run it off the event loop
+        unless ``check_cached`` already answered."""
+        strip: dict[str, str | None] = {h: None for h in req.headers if h.startswith("x-descope-")}
+        if self.is_public(req.path):
+            return Verdict(header_changes=strip)
+        try:
+            verdict = self._check_credentials(req)
+        except DescopeUnreachableError as exc:
+            _log.warning("Descope unreachable while checking a session: %s", exc)
+            return Verdict(
+                error(
+                    503,
+                    "TEMPORARILY_UNAVAILABLE",
+                    f"cannot verify the session right now: {exc}",
+                    [("Retry-After", "5")],
+                )
+            )
+        verdict.header_changes = {**strip, **verdict.header_changes}
+        return verdict
+
+    def check_cached(self, req: Request) -> Verdict | None:
+        """The common case without I/O: a Bearer token or a ``DS`` cookie seen before. None means
+        "ask ``check``"."""
+        if self.is_public(req.path):
+            return None
+        bearer = _bearer(req)
+        token = bearer if bearer is not None else req.cookies.get(SESSION_COOKIE)
+        if not token:
+            return None
+        if bearer is None and req.method not in SAFE_METHODS:
+            return None  # the origin check lives in `check`
+        identity = self.client.validate_cached(token)
+        if identity is None:
+            return None
+        strip: dict[str, str | None] = {h: None for h in req.headers if h.startswith("x-descope-")}
+        return Verdict(identity=identity, header_changes=strip)
+
+    def _check_credentials(self, req: Request) -> Verdict:
+        authorization = req.headers.get("authorization")
+        if authorization is not None:
+            token = _bearer(req)
+            if not token:
+                return self.deny(req, "this server expects 'Authorization: Bearer <Descope session token>'")
+            try:
+                return Verdict(identity=self.client.validate_session(token))
+            except ExpiredTokenError:
+                return self.deny(req, "the Descope session expired; refresh it and retry", reason="expired")
+            except DescopeAuthError as exc:
+                return self.deny(req, str(exc), reason="invalid")
+
+        cookies = req.cookies
+        session, refresh = cookies.get(SESSION_COOKIE), cookies.get(REFRESH_COOKIE)
+        if not session and not refresh:
+            return self.deny(req, "sign in with Descope: send 'Authorization: Bearer <session token>'")
+        if req.method not in SAFE_METHODS and not same_origin(req):
+            return Verdict(
+                error(
+                    403,
+                    "PERMISSION_DENIED",
+                    "cross-origin request with a session cookie refused (Origin does not match)",
+                )
+            )
+        if session:
+            try:
+                return Verdict(identity=self.client.validate_session(session))
+            except (ExpiredTokenError, InvalidTokenError) as exc:
+                if not refresh:
+                    return self.deny(req, str(exc), reason="expired", clear=True)
+        assert refresh is not None
+        try:
+            result = self.refresher.refresh(refresh)
+        except DescopeUnreachableError:
+            raise
+        except DescopeAuthError as exc:
+            return self.deny(req, f"the session could not be renewed: {exc}", reason="expired", clear=True)
+        return self._refreshed(req, result, cookies)
+
+    def _refreshed(self, req: Request, result: Renewal, cookies: dict[str, str]) -> Verdict:
+        new_refresh = result.refresh_token if result.refresh_token != cookies.get(REFRESH_COOKIE) else None
+        set_cookies = session_cookies(
+            result.session_token,
+            new_refresh,
+            session_max_age=result.identity.expires_at - int(time.time()),
+            refresh_max_age=result.cookie_max_age,
+            secure=self.secure_cookies(req),
+            path=self.cookie_path,
+        )
+        # MLflow's authorization function re-reads the credential from the request: hand it the new one.
+        cookies = {**cookies, SESSION_COOKIE: result.session_token}
+        if result.refresh_token:
+            cookies[REFRESH_COOKIE] = result.refresh_token
+        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        return Verdict(
+            identity=result.identity, set_cookies=set_cookies, header_changes={"cookie": cookie_header}
+        )
+
+
+def _bearer(req: Request) -> str | None:
+    value = req.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else ""

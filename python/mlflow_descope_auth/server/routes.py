@@ -1,0 +1,168 @@
+"""The ``/auth`` endpoints: login page, session hand-off, logout, current user, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
+from mlflow_descope_auth.server.gate import Gate, same_origin
+from mlflow_descope_auth.server.http import Request, Response, clear_cookies, error, session_cookies
+from mlflow_descope_auth.server.settings import is_local_path
+
+_log = logging.getLogger(__name__)
+
+MESSAGES = {
+    "expired": "Your session expired. Please sign in again.",
+    "invalid": "Your session is no longer valid. Please sign in again.",
+    "required": "Please sign in to continue.",
+    "denied": "Access was denied.",
+    "unavailable": "Descope could not be reached. Please try again in a moment.",
+    "logged_out": "You have signed out.",
+}
+
+
+class AuthRoutes:
+    HEALTH_CACHE_SECONDS = 5.0
+
+    def __init__(self, gate: Gate, client: DescopeClient) -> None:
+        self.gate = gate
+        self.client = client
+        self.prefix = gate.prefix
+        self._health: tuple[float, bool, str] | None = None
+        self._health_lock = threading.Lock()
+
+    @cached_property
+    def _templates(self) -> Environment:
+        return Environment(
+            loader=FileSystemLoader(Path(__file__).with_name("templates")),
+            autoescape=select_autoescape(["html"]),
+        )
+
+    def handles(self, path: str) -> bool:
+        return path.startswith(f"{self.prefix}/auth/")
+
+    def dispatch(self, req: Request, identity: Identity | None) -> Response:
+        name = req.path[len(self.prefix) + len("/auth/") :]
+        routes = {
+            ("login", "GET"): lambda: self.login(req),
+            ("session", "POST"): lambda: self.session(req),
+            ("logout", "GET"): lambda: self.logout(req),
+            ("logout", "POST"): lambda: self.logout(req),
+            ("user", "GET"): lambda: self.user(identity),
+            ("health", "GET"): self.health,
+        }
+        handler = routes.get((name, req.method))
+        if handler is None:
+            known = {n for n, _ in routes}
+            if name in known:
+                return error(405, "METHOD_NOT_ALLOWED", f"{req.method} is not allowed on /auth/{name}")
+            return error(404, "ENDPOINT_NOT_FOUND", f"no such endpoint: /auth/{name}")
+        return handler()
+
+    def safe_next(self, candidate: str | None) -> str:
+        default = self.gate.settings.redirect_url
+        if candidate and is_local_path(candidate) and not candidate.startswith(f"{self.prefix}/auth/"):
+            return candidate
+        return default if default.startswith(self.prefix or "/") else f"{self.prefix}{default}"
+
+    def login(self, req: Request) -> Response:
+        query = req.query
+        page = self._templates.get_template("login.html").render(
+            project_id=self.client.project_id,
+            flow_id=self.gate.settings.flow_id,
+            base_url=self.client.base_url,
+            web_component_url=self.gate.settings.web_component_url,
+            session_url=f"{self.prefix}/auth/session",
+            next_path=self.safe_next(query.get("next")),
+            message=MESSAGES.get(query.get("message", "")),
+        )
+        return Response.html(200, page)
+
+    def session(self, req: Request) -> Response:
+        """The login page posts the web component's tokens here; cookies are set only after they
+        validate. Same-origin only: a cross-site page must not log a browser into another account."""
+        if not same_origin(req):
+            return error(403, "PERMISSION_DENIED", "sign-in must come from this server's own login page")
+        try:
+            body = json.loads(req.body or b"{}")
+        except ValueError:
+            return error(400, "INVALID_PARAMETER_VALUE", "the body must be JSON")
+        if not isinstance(body, dict):
+            return error(400, "INVALID_PARAMETER_VALUE", "the body must be a JSON object")
+        session_token, refresh_token = body.get("sessionJwt"), body.get("refreshJwt")
+        if not isinstance(session_token, str) or (
+            refresh_token is not None and not isinstance(refresh_token, str)
+        ):
+            return error(
+                400, "INVALID_PARAMETER_VALUE", "sessionJwt (and refreshJwt, if sent) must be strings"
+            )
+        try:
+            identity = self.client.validate_session(session_token)
+            refresh_exp = self.client.validate_refresh_token(refresh_token) if refresh_token else None
+        except DescopeUnreachableError as exc:
+            return error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
+        except DescopeAuthError as exc:
+            return error(401, "UNAUTHENTICATED", str(exc))
+        now = int(time.time())
+        cookies = session_cookies(
+            session_token,
+            refresh_token,
+            session_max_age=identity.expires_at - now,
+            refresh_max_age=(refresh_exp - now) if refresh_exp else None,
+            secure=self.gate.secure_cookies(req),
+            path=self.gate.cookie_path,
+        )
+        _log.info("Signed in %s", identity.username)
+        next_path = self.safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
+        return Response.json(200, {"redirect": next_path, "user": identity.username}, cookies)
+
+    def logout(self, req: Request) -> Response:
+        # GET serves a plain "Sign out" link; a POST must come from this site (a foreign page must
+        # not sign users out with a form).
+        if req.method == "POST" and not same_origin(req):
+            return error(403, "PERMISSION_DENIED", "sign-out must come from this server's own pages")
+        refresh = req.cookies.get("DSR")
+        if refresh:
+            try:
+                self.client.logout(refresh)
+            except DescopeAuthError as exc:
+                # The cookies go regardless; the user is signed out of this server.
+                _log.warning("Descope logout failed: %s", exc)
+        headers = clear_cookies(secure=self.gate.secure_cookies(req), path=self.gate.cookie_path)
+        return Response.redirect(self.gate.login_url(message="logged_out"), headers)
+
+    def user(self, identity: Identity | None) -> Response:
+        if identity is None:  # the gate lets no one here without a session; belt and braces
+            return error(401, "UNAUTHENTICATED", "sign in with Descope")
+        return Response.json(200, identity.to_dict())
+
+    def health(self) -> Response:
+        ok, detail = self._descope_status()
+        payload = {
+            "status": "ok" if ok else "unavailable",
+            "keys_loaded": self.client.keys_loaded,
+            "descope_reachable": ok,
+            "detail": detail,
+        }
+        return Response.json(200 if ok else 503, payload)
+
+    def _descope_status(self) -> tuple[bool, str]:
+        # Asks Descope at most every few seconds, however often a load balancer polls.
+        with self._health_lock:
+            now = time.monotonic()
+            if self._health is not None and now - self._health[0] < self.HEALTH_CACHE_SECONDS:
+                return self._health[1], self._health[2]
+            try:
+                count = self.client.fetch_keys()
+                result = (True, f"{count} signing keys")
+            except DescopeAuthError as exc:
+                result = (False, str(exc))
+            self._health = (now, *result)
+            return result

@@ -1,0 +1,109 @@
+"""The gate as WSGI middleware, for ``mlflow server --gunicorn-opts ...`` / ``--waitress-opts ...``,
+where MLflow runs its Flask app alone (no FastAPI routes)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mlflow_descope_auth.server.attribution import is_create_run, rewrite_create_run
+from mlflow_descope_auth.server.gate import Gate
+from mlflow_descope_auth.server.http import Request, Response, error
+from mlflow_descope_auth.server.routes import AuthRoutes
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+MAX_AUTH_BODY = 64 * 1024
+MAX_CREATE_RUN_BODY = 1024 * 1024
+_TOO_LARGE = error(413, "INVALID_PARAMETER_VALUE", "request body too large")
+_STATUS_TEXT = {
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    503: "Service Unavailable",
+}
+
+
+def request_from_environ(environ: dict[str, Any]) -> Request:
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        headers["content-length"] = environ["CONTENT_LENGTH"]
+    return Request(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        # The path Flask routes on. Not SCRIPT_NAME + PATH_INFO: gunicorn takes SCRIPT_NAME from a
+        # request header (from trusted proxies), and the gate must judge exactly what Flask serves.
+        path=environ.get("PATH_INFO", ""),
+        query_string=environ.get("QUERY_STRING", ""),
+        headers=headers,
+        scheme=environ.get("wsgi.url_scheme", "http"),
+    )
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        return None
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+def _respond(start_response: StartResponse, response: Response) -> list[bytes]:
+    status = f"{response.status} {_STATUS_TEXT.get(response.status, 'Status')}"
+    start_response(status, [*response.headers, ("Content-Length", str(len(response.body)))])
+    return [response.body]
+
+
+class DescopeWSGIMiddleware:
+    def __init__(self, app: WSGIApp, gate: Gate, routes: AuthRoutes) -> None:
+        self.app = app
+        self.gate = gate
+        self.routes = routes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        req = request_from_environ(environ)
+        verdict = self.gate.check_cached(req)
+        if verdict is None:
+            verdict = self.gate.check(req)
+        if verdict.response is not None:
+            return _respond(start_response, verdict.response)
+        if self.routes.handles(req.path):
+            body = _read_body(environ, MAX_AUTH_BODY)
+            if body is None:
+                return _respond(start_response, _TOO_LARGE)
+            req.body = body
+            response = self.routes.dispatch(req, verdict.identity)
+            response.headers.extend(verdict.set_cookies)
+            return _respond(start_response, response)
+        environ = dict(environ)
+        for name, value in verdict.header_changes.items():
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
+        if verdict.identity is not None and is_create_run(req.method, req.path):
+            body = _read_body(environ, MAX_CREATE_RUN_BODY)
+            if body is None:
+                return _respond(start_response, _TOO_LARGE)
+            body = rewrite_create_run(body, verdict.identity)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        if not verdict.set_cookies:
+            return self.app(environ, start_response)
+        cookies = verdict.set_cookies
+
+        def start_with_cookies(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *cookies], exc_info)
+
+        return self.app(environ, start_with_cookies)
