@@ -209,57 +209,29 @@ def refresh(emu: Emulator, refresh_token: str) -> str:
     return str(resp.json()["sessionJwt"])
 
 
-def test_the_server_refuses_to_start_without_a_project_id(tmp_path: Path, server_emulator: Emulator) -> None:
-    env = server_env(server_emulator, tmp_path)
-    del env["DESCOPE_PROJECT_ID"]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--app-name",
-            "descope",
-            "--port",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'm.db'}",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode != 0
-    assert "DESCOPE_PROJECT_ID" in out.stderr
-    assert "Traceback" not in out.stderr
+def start_server_expecting_refusal(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "descope", "--port", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}"]  # fmt: skip
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("variable", ["DESCOPE_DEFAULT_PERMISSION", "DESCOPE_REDIRECT_URL"])
-def test_the_server_refuses_to_start_with_a_bad_setting(
-    tmp_path: Path, server_emulator: Emulator, variable: str
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DESCOPE_PROJECT_ID", None),
+        ("DESCOPE_DEFAULT_PERMISSION", "ROOT"),
+        ("DESCOPE_REDIRECT_URL", "https://evil.example/"),
+    ],
+)
+def test_the_server_refuses_to_start_without_a_valid_configuration(
+    tmp_path: Path, server_emulator: Emulator, variable: str, value: str | None
 ) -> None:
-    bad = {"DESCOPE_DEFAULT_PERMISSION": "ROOT", "DESCOPE_REDIRECT_URL": "https://evil.example/"}[variable]
-    env = server_env(server_emulator, tmp_path, **{variable: bad})
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--app-name",
-            "descope",
-            "--port",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'm.db'}",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = server_env(server_emulator, tmp_path)
+    if value is None:
+        del env[variable]
+    else:
+        env[variable] = value
+    out = start_server_expecting_refusal(env, tmp_path)
     assert out.returncode != 0
-    assert variable in out.stderr and "Traceback" not in out.stderr
+    assert variable in out.stderr
+    assert "Traceback" not in out.stderr
