@@ -45,22 +45,19 @@ def mlflow_server(
 ) -> Iterator[str]:
     """`mlflow server` on a free loopback port with a SQLite store in `workdir`; yields its URL."""
     port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+           "--artifacts-destination", str(workdir / "artifacts"), *extra_args]  # fmt: skip
+    with server_process(cmd, port, workdir, env) as url:
+        yield url
+
+
+@contextmanager
+def server_process(
+    cmd: list[str], port: int, workdir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Runs `cmd` (a server listening on `port`) until /health answers; kills its process group after."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(workdir / "artifacts"),
-        *extra_args,
-    ]
     full_env = dict(env) if env is not None else dict(os.environ)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115  (closed below, after the process)
     proc = subprocess.Popen(

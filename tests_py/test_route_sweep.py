@@ -15,6 +15,8 @@ import http.client
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -35,7 +37,8 @@ from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.server.gate import Gate
 from mlflow_descope_auth.server.settings import ServerSettings
 
-from .descope_server import DescopeServer, descope_server
+from .descope_server import DescopeServer, descope_server, server_env
+from .servers import free_port, server_process
 
 # What the gate lets through without a session (see the README and gate.py).
 PUBLIC_PATHS = frozenset({"/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout"})
@@ -418,6 +421,51 @@ def wsgi_server(
         yield server
 
 
+@pytest.fixture(scope="module")
+def waitress_server(
+    server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DescopeServer]:
+    """The same app served by waitress, MLflow's third server, behind the WSGI gate.
+
+    Started the way `mlflow server --waitress-opts` means to start it (`--call` on the factory, the
+    `_MLFLOW_*` variables it passes to the server), but directly: MLflow 3.17.2 also appends `()` to a
+    factory for waitress on Linux, which waitress rejects ("invalid format") for every app plugin,
+    its own basic-auth included.
+    """
+    workdir = tmp_path_factory.mktemp("descope-waitress")
+    port = free_port()
+    env = server_env(server_emulator, workdir)
+    env.update(
+        {
+            "_MLFLOW_SGI_NAME": "waitress",
+            "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{workdir / 'mlflow.db'}",
+            "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(workdir / "artifacts"),
+            "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true",
+            "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
+        }
+    )
+    # What `mlflow server` does before it starts any server: create the tracking tables and the
+    # Default experiment.
+    init = "import sys; from mlflow.server.handlers import initialize_backend_stores as i; i(*sys.argv[1:])"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            init,
+            env["_MLFLOW_SERVER_FILE_STORE"],
+            env["_MLFLOW_SERVER_FILE_STORE"],
+            "mlflow-artifacts:/",
+        ],
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    cmd = [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=8",
+           "--ident=mlflow", "--call", "mlflow_descope_auth.server.app:create_app"]  # fmt: skip
+    with server_process(cmd, port, workdir, env) as url:
+        yield DescopeServer(url, server_emulator, workdir)
+
+
 # -- tests ----------------------------------------------------------------------------------------
 
 
@@ -467,6 +515,19 @@ def test_gunicorn_refuses_every_flask_route_without_a_valid_session(
     assert len(routes) > 400
     outcomes = sweep(wsgi_server, routes, ALL_CASES)
     assert_swept(outcomes, routes, ALL_CASES, artifacts / "route_sweep_gunicorn.txt")
+
+
+def test_waitress_refuses_every_flask_route_without_a_valid_session(
+    waitress_server: DescopeServer, enumeration: Enumeration, artifacts: Path
+) -> None:
+    routes = enumeration.select("flask", "auth")
+    cases = ("none", "expired-bearer", "expired-cookie")
+    outcomes = sweep(waitress_server, routes, cases)
+    assert_swept(outcomes, routes, cases, artifacts / "route_sweep_waitress.txt")
+    admin = waitress_server.api("GET", "/api/2.0/mlflow/experiments/search?max_results=1", "admin")
+    assert admin.status_code == 200, admin.text
+    reader = waitress_server.api("POST", "/api/2.0/mlflow/experiments/create", "reader", json={"name": "w"})
+    assert reader.status_code == 403
 
 
 @pytest.mark.parametrize("server_name", ["uvicorn", "gunicorn"])
