@@ -15,7 +15,7 @@ from mlflow_descope_auth.server.settings import ServerSettings
 
 
 def create_app() -> Any:
-    from mlflow_descope_auth.server import bootstrap
+    from mlflow_descope_auth.server import authz, bootstrap
     from mlflow_descope_auth.server.gate import Gate
     from mlflow_descope_auth.server.routes import AuthRoutes
     from mlflow_descope_auth.settings import get_descope_client
@@ -23,6 +23,7 @@ def create_app() -> Any:
     settings = ServerSettings.from_env()
     client = get_descope_client()
     bootstrap.prepare(settings, client.settings()["default_permission"])
+    authz.use_client(client)
 
     # Imported only after `prepare`: mlflow.server.auth reads its config file at import.
     from mlflow.server import app as flask_app

@@ -17,7 +17,7 @@ from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 from werkzeug.http import parse_cookie
 
-from mlflow_descope_auth._core import DescopeAuthError, DescopeUnreachableError, Identity
+from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.settings import get_descope_client
 
@@ -45,6 +45,16 @@ _TOP_LEVEL_CREATE_SUFFIXES = (
     "/mlflow/gateway/model-definitions/create",
 )
 _MCP_SERVERS_ROOT = ("/api/3.0/mlflow/mcp-servers", "/ajax-api/3.0/mlflow/mcp-servers")
+
+# The client the server was built with (set by app.create_app, so the per-request path does not
+# re-read the environment); get_descope_client() when this module is used on its own.
+_client: DescopeClient | None = None
+
+
+def use_client(client: DescopeClient) -> None:
+    global _client
+    _client = client
+
 
 # username -> (is_admin, permission) last written to the user store by this process.
 _synced: dict[str, tuple[bool, str]] = {}
@@ -83,7 +93,7 @@ def _authorize() -> Authorization | Response:
     if token is None:
         return _json_error(401, "UNAUTHENTICATED", "sign in with Descope")
     try:
-        identity = get_descope_client().validate_session(token)
+        identity = (_client or get_descope_client()).validate_session(token)
     except DescopeUnreachableError as exc:
         return _json_error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
     except DescopeAuthError as exc:
