@@ -11,7 +11,7 @@ import anyio.to_thread
 
 from mlflow_descope_auth.server.attribution import is_create_run, rewrite_create_run
 from mlflow_descope_auth.server.gate import Gate, Verdict
-from mlflow_descope_auth.server.http import Request, Response, error
+from mlflow_descope_auth.server.http import MAX_AUTH_BODY, MAX_CREATE_RUN_BODY, Request, Response, too_large
 from mlflow_descope_auth.server.routes import AuthRoutes
 
 Scope = MutableMapping[str, Any]
@@ -19,9 +19,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-MAX_AUTH_BODY = 64 * 1024
-MAX_CREATE_RUN_BODY = 1024 * 1024
 
 
 def request_from_scope(scope: Scope) -> Request:
@@ -104,7 +101,7 @@ class DescopeASGIMiddleware:
         if verdict.identity is not None and is_create_run(req.method, req.path):
             body = await read_body(receive, MAX_CREATE_RUN_BODY)
             if body is None:
-                await send_response(send, error(413, "INVALID_PARAMETER_VALUE", "request body too large"))
+                await send_response(send, too_large())
                 return
             body = rewrite_create_run(body, verdict.identity)
             receive = _Replay(body, receive)
@@ -114,7 +111,7 @@ class DescopeASGIMiddleware:
     async def _auth_route(self, req: Request, verdict: Verdict, receive: Receive, send: Send) -> None:
         body = await read_body(receive, MAX_AUTH_BODY)
         if body is None:
-            await send_response(send, error(413, "INVALID_PARAMETER_VALUE", "request body too large"))
+            await send_response(send, too_large())
             return
         req.body = body
         response = await anyio.to_thread.run_sync(self.routes.dispatch, req, verdict.identity)

@@ -232,7 +232,7 @@ class Gate:
     def check(self, req: Request) -> Verdict:
         """The gate's decision. May call Descope (key fetch, refresh): run it off the event loop
         unless ``check_cached`` already answered."""
-        strip: dict[str, str | None] = {h: None for h in req.headers if h.startswith("x-descope-")}
+        strip = _client_descope_headers(req)
         if self.is_public(req.path):
             return Verdict(header_changes=strip)
         try:
@@ -264,8 +264,7 @@ class Gate:
         identity = self.client.validate_cached(token)
         if identity is None:
             return None
-        strip: dict[str, str | None] = {h: None for h in req.headers if h.startswith("x-descope-")}
-        return Verdict(identity=identity, header_changes=strip)
+        return Verdict(identity=identity, header_changes=_client_descope_headers(req))
 
     def _check_credentials(self, req: Request) -> Verdict:
         authorization = req.headers.get("authorization")
@@ -325,6 +324,11 @@ class Gate:
         return Verdict(
             identity=result.identity, set_cookies=set_cookies, header_changes={"cookie": cookie_header}
         )
+
+
+def _client_descope_headers(req: Request) -> dict[str, str | None]:
+    """``X-Descope-*`` headers a client sent, marked for removal: only the verified token speaks."""
+    return {h: None for h in req.headers if h.startswith("x-descope-")}
 
 
 def _bearer(req: Request) -> str | None:

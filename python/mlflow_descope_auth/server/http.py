@@ -72,6 +72,15 @@ def error(status: int, code: str, message: str, headers: list[tuple[str, str]] |
     return Response.json(status, {"error_code": code, "message": message}, headers)
 
 
+# Request bodies the gate reads itself (both adapters): the /auth endpoints and CreateRun.
+MAX_AUTH_BODY = 64 * 1024
+MAX_CREATE_RUN_BODY = 1024 * 1024
+
+
+def too_large() -> Response:
+    return error(413, "INVALID_PARAMETER_VALUE", "request body too large")
+
+
 SESSION_COOKIE = "DS"
 REFRESH_COOKIE = "DSR"
 

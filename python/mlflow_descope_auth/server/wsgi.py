@@ -9,15 +9,12 @@ from typing import Any
 
 from mlflow_descope_auth.server.attribution import is_create_run, rewrite_create_run
 from mlflow_descope_auth.server.gate import Gate
-from mlflow_descope_auth.server.http import Request, Response, error
+from mlflow_descope_auth.server.http import MAX_AUTH_BODY, MAX_CREATE_RUN_BODY, Request, Response, too_large
 from mlflow_descope_auth.server.routes import AuthRoutes
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-MAX_AUTH_BODY = 64 * 1024
-MAX_CREATE_RUN_BODY = 1024 * 1024
-_TOO_LARGE = error(413, "INVALID_PARAMETER_VALUE", "request body too large")
 _STATUS_TEXT = {
     200: "OK",
     302: "Found",
@@ -80,7 +77,7 @@ class DescopeWSGIMiddleware:
         if self.routes.handles(req.path):
             body = _read_body(environ, MAX_AUTH_BODY)
             if body is None:
-                return _respond(start_response, _TOO_LARGE)
+                return _respond(start_response, too_large())
             req.body = body
             response = self.routes.dispatch(req, verdict.identity)
             response.headers.extend(verdict.set_cookies)
@@ -95,7 +92,7 @@ class DescopeWSGIMiddleware:
         if verdict.identity is not None and is_create_run(req.method, req.path):
             body = _read_body(environ, MAX_CREATE_RUN_BODY)
             if body is None:
-                return _respond(start_response, _TOO_LARGE)
+                return _respond(start_response, too_large())
             body = rewrite_create_run(body, verdict.identity)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
