@@ -49,6 +49,8 @@ def server_env(emu: Emulator, workdir: Path, **extra: str) -> dict[str, str]:
             "DESCOPE_PROJECT_ID": emu.project_id,
             "DESCOPE_BASE_URI": emu.base_url,
             "DESCOPE_ROLE_PERMISSIONS": ROLE_PERMISSIONS,
+            # The emulator's stand-in flow component, so the login page works offline in a browser.
+            "DESCOPE_WEB_COMPONENT_URL": f"{emu.base_url}/emulator/web-component.js",
             "DESCOPE_AUTH_DB_URI": f"sqlite:///{workdir / 'auth.db'}",
             "DESCOPE_AUTH_STATE_DIR": str(workdir / "state"),
         }

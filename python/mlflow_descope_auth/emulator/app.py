@@ -10,9 +10,12 @@ Descope API (the wire format of Descope and its official SDKs; ``P`` is the proj
 * ``POST /v1/auth/logout``               ``Bearer P:<refresh jwt>`` -> ``{}``; the token is revoked
 * ``GET  /v1/auth/me``                   ``Bearer P:<refresh jwt>`` -> the user object
 
-Control routes (the emulator's own; never affected by faults):
+Sign-in, the stand-in for a completed Descope flow (faults apply to it, as route ``login``):
 
 * ``POST   /emulator/login``                       ``{"loginId": "reader"}`` -> JWTResponse with both tokens
+
+Control routes (the emulator's own; never affected by faults):
+
 * ``GET    /emulator/users``                       -> ``{"users": [user object, ...]}``
 * ``PATCH  /emulator/users/{loginId}``             ``{"roles", "permissions", "tenants"}`` (any subset)
 * ``POST   /emulator/users/{loginId}/revoke``      revokes the user's refresh tokens -> ``{"revoked": n}``
@@ -22,6 +25,10 @@ Control routes (the emulator's own; never affected by faults):
   body e.g. ``{"mode": "error", "status": 503, "routes": ["refresh"], "seconds": 10}``
 * ``GET    /emulator/stats`` -> hits per route; ``POST /emulator/stats/reset``
 * ``GET    /emulator/health``
+* ``GET    /emulator/web-component.js``            the stand-in ``<descope-wc>`` flow component (pick a
+  demo user); a login page loads it from here instead of Descope's CDN. Cross-origin requests are
+  allowed (CORS), as Descope allows them from a project's approved domains: the login page runs on
+  the MLflow server's origin.
 
 Every error is a Descope-style JSON body with an ``errorCode``; bad input never causes a 5xx.
 """
@@ -32,10 +39,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -60,6 +71,12 @@ MAX_BODY_BYTES = 64 * 1024
 _FAULT_FIELDS = ("mode", "status", "delay", "seconds", "routes", "retryAfter")
 
 Handler = Callable[[Request], Awaitable[Any]]
+WEB_COMPONENT = Path(__file__).with_name("static") / "web-component.js"
+
+
+@cache
+def _web_component_source() -> bytes:
+    return WEB_COMPONENT.read_bytes()
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -165,6 +182,11 @@ def create_app(
     # -- control -------------------------------------------------------------------------------------
 
     async def login(request: Request) -> Any:
+        # The stand-in web component names its project like the real one does; a mismatch is the
+        # "wrong DESCOPE_PROJECT_ID on the login page" mistake, reported as Descope would.
+        project = request.headers.get("x-descope-project-id")
+        if project is not None:
+            state.check_project(project)
         body = await _json_body(request)
         login_id = _field(body, "loginId", str)
         if not login_id:
@@ -250,6 +272,13 @@ def create_app(
             "algorithm": state.keys.algorithm,
         }
 
+    async def web_component(request: Request) -> Any:
+        return Response(
+            _web_component_source(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         code = NOT_FOUND if status == 404 else INVALID_REQUEST
@@ -282,5 +311,17 @@ def create_app(
         Route("/emulator/stats", endpoint(None, stats), methods=["GET"]),
         Route("/emulator/stats/reset", endpoint(None, reset_stats), methods=["POST"]),
         Route("/emulator/health", endpoint(None, health), methods=["GET"]),
+        Route("/emulator/web-component.js", endpoint(None, web_component), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: unexpected})
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "x-descope-project-id"],
+        max_age=600,
+    )
+    return Starlette(
+        routes=routes,
+        middleware=[cors],
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )

@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-API_ROUTES: tuple[str, ...] = ("keys", "refresh", "exchange", "logout", "me")
+# "login" is the sign-in the stand-in flow component performs (POST /emulator/login): a Descope outage
+# must break browser sign-in too.
+API_ROUTES: tuple[str, ...] = ("keys", "refresh", "exchange", "logout", "me", "login")
 MODES: tuple[str, ...] = ("error", "delay", "outage")
 MAX_DELAY_SECONDS = 300.0
 MAX_FAULT_SECONDS = 86_400.0

@@ -173,15 +173,18 @@ class RefreshCoordinator:
 
 
 def same_origin(req: Request) -> bool:
-    """The request's Origin (or, lacking one, Referer) names this very host."""
+    """The request's Origin (or, lacking one, Referer) names this very host: the Host header, or the
+    X-Forwarded-Host a reverse proxy sets when it rewrites Host. Trusting the latter is safe here: a
+    cross-site page cannot make a browser send it (it is not a CORS-safelisted header)."""
     source = req.headers.get("origin") or req.headers.get("referer")
     if not source or source == "null":
         return False
     try:
-        netloc = urlsplit(source).netloc
+        netloc = urlsplit(source).netloc.lower()
     except ValueError:
         return False
-    return bool(netloc) and netloc.lower() == req.host.lower()
+    forwarded = req.headers.get("x-forwarded-host", "").split(",")[0].strip().lower()
+    return bool(netloc) and netloc in {req.host.lower(), forwarded}
 
 
 def is_navigation(req: Request) -> bool:
@@ -239,6 +242,9 @@ class Gate:
             verdict = self._check_credentials(req)
         except DescopeUnreachableError as exc:
             _log.warning("Descope unreachable while checking a session: %s", exc)
+            if is_navigation(req):
+                # A person at a browser gets the login page saying so, with a way to try again.
+                return Verdict(Response.redirect(self.login_url(req.full_path, "unavailable")))
             return Verdict(
                 error(
                     503,

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -18,13 +19,32 @@ from mlflow_descope_auth.server.settings import is_local_path
 
 _log = logging.getLogger(__name__)
 
+# ?message=<key> on the login page: (notice style, text). Unknown keys show nothing.
 MESSAGES = {
-    "expired": "Your session expired. Please sign in again.",
-    "invalid": "Your session is no longer valid. Please sign in again.",
-    "required": "Please sign in to continue.",
-    "denied": "Access was denied.",
-    "unavailable": "Descope could not be reached. Please try again in a moment.",
-    "logged_out": "You have signed out.",
+    "expired": ("info", "Your session expired. Please sign in again."),
+    "invalid": ("warning", "Your session is no longer valid. Please sign in again."),
+    "required": ("info", "Please sign in to continue."),
+    "denied": ("error", "Access was denied. Sign in with an account that may use this server."),
+    "unavailable": (
+        "warning",
+        "Descope could not be reached to check your session. Please try again in a moment.",
+    ),
+    "logged_out": ("success", "You have signed out."),
+}
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def _mlflow_favicon() -> Path:
+    import mlflow.server
+
+    return Path(mlflow.server.__file__).with_name("js") / "build" / "favicon.ico"
+
+
+# The login page's own assets: public (the page is shown before sign-in), so an explicit list.
+STATIC_FILES: dict[str, tuple[Callable[[], Path], str]] = {
+    "login.js": (lambda: STATIC_DIR / "login.js", "text/javascript; charset=utf-8"),
+    "mlflow.ico": (_mlflow_favicon, "image/x-icon"),
 }
 
 
@@ -37,6 +57,7 @@ class AuthRoutes:
         self.prefix = gate.prefix
         self._health: tuple[float, bool, str] | None = None
         self._health_lock = threading.Lock()
+        self._static_cache: dict[str, bytes] = {}
 
     @cached_property
     def _templates(self) -> Environment:
@@ -50,6 +71,8 @@ class AuthRoutes:
 
     def dispatch(self, req: Request, identity: Identity | None) -> Response:
         name = req.path[len(self.prefix) + len("/auth/") :]
+        if name.startswith("static/"):
+            return self.static(name[len("static/") :], req.method)
         routes = {
             ("login", "GET"): lambda: self.login(req),
             ("session", "POST"): lambda: self.session(req),
@@ -74,16 +97,34 @@ class AuthRoutes:
 
     def login(self, req: Request) -> Response:
         query = req.query
+        message = MESSAGES.get(query.get("message", ""))
         page = self._templates.get_template("login.html").render(
             project_id=self.client.project_id,
             flow_id=self.gate.settings.flow_id,
             base_url=self.client.base_url,
             web_component_url=self.gate.settings.web_component_url,
             session_url=f"{self.prefix}/auth/session",
+            static_url=f"{self.prefix}/auth/static",
             next_path=self.safe_next(query.get("next")),
-            message=MESSAGES.get(query.get("message", "")),
+            message={"kind": message[0], "text": message[1]} if message else None,
         )
         return Response.html(200, page)
+
+    def static(self, name: str, method: str) -> Response:
+        entry = STATIC_FILES.get(name)
+        if entry is None:
+            return error(404, "ENDPOINT_NOT_FOUND", "no such file")
+        if method not in ("GET", "HEAD"):
+            return error(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on /auth/static/{name}")
+        locate, content_type = entry
+        body = self._static_cache.get(name)
+        if body is None:
+            try:
+                body = self._static_cache.setdefault(name, locate().read_bytes())
+            except OSError:  # e.g. an MLflow install without its UI build
+                return error(404, "ENDPOINT_NOT_FOUND", "no such file")
+        headers = [("Content-Type", content_type), ("Cache-Control", "public, max-age=3600")]
+        return Response(200, b"" if method == "HEAD" else body, headers)
 
     def session(self, req: Request) -> Response:
         """The login page posts the web component's tokens here; cookies are set only after they

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,8 @@ class ServerSettings:
     static_prefix: str
 
     @classmethod
-    def from_env(cls) -> ServerSettings:
-        env = os.environ
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
         if not env.get("DESCOPE_PROJECT_ID", "").strip():
             raise ConfigurationError(
                 "configuration error in DESCOPE_PROJECT_ID: not set; the server needs your Descope project "

@@ -1,0 +1,3 @@
+from mlflow_descope_auth.cli import main
+
+main()

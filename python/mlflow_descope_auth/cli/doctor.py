@@ -1,0 +1,260 @@
+"""``doctor``: checks the configuration and credentials in this environment, end to end, and says
+in one line each what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import click
+import requests
+
+from mlflow_descope_auth._core import (
+    ConfigurationError,
+    DescopeApiError,
+    DescopeAuthError,
+    DescopeClient,
+    DescopeUnreachableError,
+    ExpiredTokenError,
+    Identity,
+)
+from mlflow_descope_auth.cli.credentials import expiry_text
+from mlflow_descope_auth.cli.plugins import plugin_statuses
+from mlflow_descope_auth.cli.progress import mask_secret, mask_url_password
+from mlflow_descope_auth.variables import VARIABLES
+
+Status = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    text: str
+
+
+def _level(identity: Identity) -> str:
+    return "admin" if identity.is_admin else identity.permission
+
+
+def configuration_lines(env: Mapping[str, str]) -> list[str]:
+    width = max(len(v.name) for v in VARIABLES)
+    lines = []
+    for var in VARIABLES:
+        value = env.get(var.name, "")
+        if not value:
+            shown = f"(default) {var.default}"
+        elif var.kind == "secret":
+            shown = mask_secret(value)
+        elif var.kind == "url":
+            shown = mask_url_password(value)
+        else:
+            shown = value
+        lines.append(f"  {var.name:<{width}}  {shown}")
+    return lines
+
+
+class Doctor:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.checks: list[Check] = []
+        self.client: DescopeClient | None = None
+        self.session_token: str | None = None
+
+    def report(self, status: Status, text: str) -> None:
+        self.checks.append(Check(status, text))
+        click.echo(f"  {status:<4}  {text}")
+
+    def run(self) -> bool:
+        self.plugins()
+        if self.configuration():
+            if self.keys():
+                self.clock()
+                self.credentials()
+            self.tracking_server()
+        return not any(c.status == "FAIL" for c in self.checks)
+
+    def plugins(self) -> None:
+        broken = [s for s in plugin_statuses() if not s.ok]
+        if broken:
+            for s in broken:
+                self.report("FAIL", f"MLflow plugin {s.group}: {s.detail}")
+        else:
+            self.report("ok", "the four MLflow entry points named descope are registered")
+
+    def configuration(self) -> bool:
+        if not self.env.get("DESCOPE_PROJECT_ID", "").strip():
+            self.report(
+                "FAIL",
+                "DESCOPE_PROJECT_ID is not set: copy it from the Descope console (Project settings) and "
+                "`export DESCOPE_PROJECT_ID=P2...`",
+            )
+            return False
+        try:
+            self.client = DescopeClient.from_env(self.env)
+        except ConfigurationError as exc:
+            self.report("FAIL", f"{exc} (see the README's configuration reference)")
+            return False
+        from mlflow_descope_auth.server.settings import ServerSettings
+
+        try:
+            ServerSettings.from_env(self.env)
+        except ConfigurationError as exc:
+            self.report("FAIL", str(exc))
+            return False
+        self.report("ok", f"configuration is valid (project {self.client.project_id})")
+        return True
+
+    def keys(self) -> bool:
+        assert self.client is not None
+        url = f"{self.client.base_url}/v2/keys/{self.client.project_id}"
+        click.echo(f"        fetching signing keys from {url} …", err=True)
+        try:
+            count = self.client.fetch_keys()
+        except DescopeUnreachableError as exc:
+            self.report(
+                "FAIL",
+                f"{exc}. Fix: check DESCOPE_BASE_URI, the network, and HTTPS_PROXY if you need a proxy",
+            )
+            return False
+        except DescopeApiError as exc:
+            self.report(
+                "FAIL", f"{exc}. Fix: DESCOPE_PROJECT_ID is probably wrong for {self.client.base_url}"
+            )
+            return False
+        self.report("ok", f"Descope is reachable at {self.client.base_url}: {count} signing key(s)")
+        return True
+
+    def clock(self) -> None:
+        assert self.client is not None
+        try:
+            resp = requests.get(f"{self.client.base_url}/v2/keys/{self.client.project_id}", timeout=5)
+            served = parsedate_to_datetime(resp.headers["Date"]).timestamp()
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            self.report("warn", "cannot compare this machine's clock with Descope's (no Date header)")
+            return
+        skew = time.time() - served
+        leeway = float(self.client.settings()["leeway"])
+        if abs(skew) <= max(leeway, 2.0):
+            self.report("ok", f"clock within {abs(skew):.0f} s of Descope's")
+        else:
+            direction = "ahead of" if skew > 0 else "behind"
+            self.report(
+                "FAIL",
+                f"this machine's clock is {abs(skew):.0f} s {direction} Descope's (over the {leeway:.0f} s "
+                "leeway): sessions will look expired or not yet valid. Fix: sync the clock (NTP)",
+            )
+
+    def credentials(self) -> None:
+        assert self.client is not None
+        env = self.env
+        access_key = env.get("DESCOPE_ACCESS_KEY")
+        session, refresh = env.get("DESCOPE_SESSION_TOKEN"), env.get("DESCOPE_REFRESH_TOKEN")
+        if not (access_key or session or refresh):
+            self.report(
+                "ok",
+                "no client credentials set (a server needs none; a client script needs DESCOPE_ACCESS_KEY "
+                "or DESCOPE_SESSION_TOKEN)",
+            )
+            return
+        refresh_ok = False
+        if refresh:
+            try:
+                exp = self.client.validate_refresh_token(refresh)
+                self.report("ok", f"DESCOPE_REFRESH_TOKEN is valid until {expiry_text(exp)}")
+                refresh_ok = True
+            except DescopeAuthError as exc:
+                self.report("FAIL", f"DESCOPE_REFRESH_TOKEN: {exc}")
+        if session:
+            try:
+                identity = self.client.validate_session(session)
+                self.session_token = session
+                self.report(
+                    "ok",
+                    f"DESCOPE_SESSION_TOKEN is valid: {identity.username}, MLflow {_level(identity)}, "
+                    f"expires {expiry_text(identity.expires_at)}",
+                )
+            except ExpiredTokenError:
+                if refresh_ok or access_key:
+                    self.report("warn", "DESCOPE_SESSION_TOKEN expired; the client plugin renews it itself")
+                else:
+                    self.report(
+                        "FAIL",
+                        'DESCOPE_SESSION_TOKEN expired. Fix: `eval "$(mlflow-descope-auth token)"` with '
+                        "DESCOPE_ACCESS_KEY or DESCOPE_REFRESH_TOKEN set, or sign in again",
+                    )
+            except DescopeAuthError as exc:
+                self.report("FAIL", f"DESCOPE_SESSION_TOKEN: {exc}")
+        if access_key:
+            try:
+                result = self.client.exchange_access_key(access_key)
+                self.session_token = result.session_token
+                identity = result.identity
+                self.report(
+                    "ok",
+                    f"DESCOPE_ACCESS_KEY exchanges for a session of {identity.username} (MLflow "
+                    f"{_level(identity)})",
+                )
+            except DescopeAuthError as exc:
+                self.report("FAIL", f"DESCOPE_ACCESS_KEY: {exc}")
+
+    def tracking_server(self) -> None:
+        uri = self.env.get("MLFLOW_TRACKING_URI", "")
+        if not uri.startswith(("http://", "https://")):
+            return
+        uri = uri.rstrip("/")
+        if self.env.get("MLFLOW_TRACKING_AUTH") != "descope":
+            self.report(
+                "warn",
+                "MLFLOW_TRACKING_AUTH is not descope, so MLflow will not send the Descope session. "
+                "Fix: `export MLFLOW_TRACKING_AUTH=descope`",
+            )
+        try:
+            health = requests.get(f"{uri}/auth/health", timeout=5)
+        except requests.RequestException as exc:
+            self.report("FAIL", f"the MLflow server {uri} cannot be reached ({type(exc).__name__})")
+            return
+        if health.status_code == 404:
+            self.report("warn", f"{uri} answers, but not as `mlflow server --app-name descope`")
+        elif health.status_code != 200:
+            self.report(
+                "warn", f"{uri}/auth/health answers {health.status_code}: the server cannot reach Descope"
+            )
+        else:
+            self.report("ok", f"{uri} runs the Descope server plugin and reaches Descope")
+        if self.session_token is None:
+            return
+        resp = requests.get(
+            f"{uri}/api/2.0/mlflow/experiments/search",
+            params={"max_results": "1"},
+            headers={"Authorization": f"Bearer {self.session_token}"},
+            timeout=10,
+        )
+        if resp.status_code == 200:
+            self.report("ok", f"{uri} accepts this session (searched experiments)")
+        elif resp.status_code == 401:
+            self.report(
+                "FAIL",
+                f"{uri} refuses this session (401): the server and this shell probably use different "
+                "DESCOPE_PROJECT_ID / DESCOPE_BASE_URI",
+            )
+        else:
+            self.report("warn", f"{uri} answered {resp.status_code} to an experiment search")
+
+
+@click.command("doctor")
+def doctor() -> None:
+    """Check the configuration, reach Descope, validate DESCOPE_SESSION_TOKEN / DESCOPE_REFRESH_TOKEN /
+    DESCOPE_ACCESS_KEY, and check MLFLOW_TRACKING_URI's server; exit 1 on any failure."""
+    env = dict(os.environ)
+    click.echo("Configuration (secrets masked):")
+    click.echo("\n".join(configuration_lines(env)))
+    click.echo("\nChecks:")
+    ok = Doctor(env).run()
+    if not ok:
+        click.echo("\nSome checks failed; see the lines marked FAIL.", err=True)
+        raise SystemExit(1)
+    click.echo("\nAll checks passed.")
