@@ -409,7 +409,9 @@ def test_error_fault_on_all_routes_and_its_expiry(emu: Emulator) -> None:
     me = requests.get(f"{emu.base_url}/v1/auth/me", headers=bearer(emu, "x"), timeout=TIMEOUT)
     assert me.status_code == 503
     login = requests.post(f"{emu.base_url}/emulator/login", json={"loginId": "reader"}, timeout=TIMEOUT)
-    assert login.status_code == 200  # control routes are never faulted
+    assert login.status_code == 503  # the flow sign-in is part of Descope
+    users = requests.get(f"{emu.base_url}/emulator/users", timeout=TIMEOUT)
+    assert users.status_code == 200  # control routes are never faulted
     assert wait_until(
         lambda: requests.get(f"{emu.base_url}/v2/keys/{emu.project_id}", timeout=TIMEOUT).status_code == 200
     )
@@ -734,3 +736,56 @@ def test_run_forever_serves_until_stopped() -> None:
     assert "stopped" in out.getvalue()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base_url}/emulator/health", timeout=TIMEOUT)
+
+
+def test_stand_in_web_component_is_served_with_the_real_element_name(emu: Emulator) -> None:
+    resp = requests.get(f"{emu.base_url}/emulator/web-component.js", timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/javascript")
+    assert 'customElements.define("descope-wc"' in resp.text
+    for event in ('"success"', '"error"', '"ready"'):
+        assert event in resp.text
+
+
+def test_the_login_page_origin_may_call_the_flow_routes(emu: Emulator) -> None:
+    """The login page runs on the MLflow server's origin: the browser sends a CORS preflight first."""
+    preflight = requests.options(
+        f"{emu.base_url}/emulator/login",
+        headers={
+            "Origin": "http://127.0.0.1:5000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-descope-project-id",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert "x-descope-project-id" in preflight.headers["access-control-allow-headers"].lower()
+    users = requests.get(f"{emu.base_url}/emulator/users", headers={"Origin": "http://x.test"}, timeout=10)
+    assert users.headers["access-control-allow-origin"] == "*"
+    # Never with credentials: no page can make the emulator act on cookies.
+    assert "access-control-allow-credentials" not in users.headers
+
+
+def test_flow_sign_in_checks_the_project_the_page_names(emu: Emulator) -> None:
+    url = f"{emu.base_url}/emulator/login"
+    wrong = requests.post(
+        url, json={"loginId": "reader"}, headers={"x-descope-project-id": "P2other"}, timeout=10
+    )
+    assert wrong.status_code == 400 and "project" in wrong.json()["errorDescription"]
+    right = requests.post(
+        url, json={"loginId": "reader"}, headers={"x-descope-project-id": emu.project_id}, timeout=10
+    )
+    assert right.status_code == 200 and right.json()["sessionJwt"]
+
+
+def test_a_fault_on_login_breaks_the_flow_sign_in(emu: Emulator) -> None:
+    emu.set_fault("error", status=503, routes=["login"])
+    assert (
+        requests.post(f"{emu.base_url}/emulator/login", json={"loginId": "reader"}, timeout=10).status_code
+        == 503
+    )
+    emu.clear_faults()
+    assert (
+        requests.post(f"{emu.base_url}/emulator/login", json={"loginId": "reader"}, timeout=10).status_code
+        == 200
+    )
