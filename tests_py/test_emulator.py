@@ -771,7 +771,7 @@ def test_flow_sign_in_checks_the_project_the_page_names(emu: Emulator) -> None:
     wrong = requests.post(
         url, json={"loginId": "reader"}, headers={"x-descope-project-id": "P2other"}, timeout=10
     )
-    assert wrong.status_code == 400 and "project" in wrong.json()["errorDescription"]
+    assert wrong.status_code == 400 and "project" in wrong.json()["errorMessage"]
     right = requests.post(
         url, json={"loginId": "reader"}, headers={"x-descope-project-id": emu.project_id}, timeout=10
     )
