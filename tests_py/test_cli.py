@@ -254,6 +254,7 @@ def other_project_token(emu: Emulator) -> str:
         ("no project", ["FAIL", "DESCOPE_PROJECT_ID is not set", "Project settings"]),
         ("bad value", ["FAIL", "DESCOPE_JWT_LEEWAY"]),
         ("unreachable", ["FAIL", "cannot reach Descope", "DESCOPE_BASE_URI"]),
+        ("unknown project", ["FAIL", "key fetch failed", "does not know this project"]),
         ("expired", ["FAIL", "DESCOPE_SESSION_TOKEN expired", "mlflow-descope-auth token"]),
         ("clock", ["FAIL", "not valid yet", "check the clock"]),
         ("wrong project", ["FAIL", "another Descope project", "DESCOPE_PROJECT_ID"]),
@@ -272,6 +273,8 @@ def test_doctor_explains_each_failure_in_one_line(
         env = client_env(emu, DESCOPE_JWT_LEEWAY="soon")
     elif case == "unreachable":
         env = clean_env(DESCOPE_PROJECT_ID=emu.project_id, DESCOPE_BASE_URI=f"http://127.0.0.1:{free_port()}")
+    elif case == "unknown project":
+        env = clean_env(DESCOPE_PROJECT_ID="P2notThisEmulatorsProject", DESCOPE_BASE_URI=emu.base_url)
     elif case == "bad access key":
         secrets.append("K2notAKeyThatExists000000000000")
         env = client_env(emu, DESCOPE_ACCESS_KEY=secrets[-1])

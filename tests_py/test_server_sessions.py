@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -161,12 +162,10 @@ def experiment_exists(server: DescopeServer, name: str) -> bool:
 
 
 def login_page_next(html: str) -> str:
-    """The `next` value the login page posts after sign-in (a JSON string literal in its script)."""
-    match = re.search(r'\bnext:\s*("(?:[^"\\]|\\.)*")', html)
+    """The `next` value the login page posts after sign-in (its `data-next` attribute)."""
+    match = re.search(r'\bdata-next="([^"]*)"', html)
     assert match is not None, html
-    value = json.loads(match.group(1))
-    assert isinstance(value, str)
-    return value
+    return unescape(match.group(1))
 
 
 def assert_same_site_path(value: str, server_url: str) -> None:

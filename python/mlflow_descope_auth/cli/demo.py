@@ -183,6 +183,7 @@ def _banner(url: str, emu: Emulator, client: DescopeClient, workdir: Path) -> st
         meaning = PERMISSION_MEANING["MANAGE" if identity.is_admin else identity.permission]
         roles = ", ".join(user.roles) or "no roles"
         lines.append(f"    {user.login_id:<8} roles: {roles:<8} -> MLflow {level}: {meaning}")
+    lines.append(f"  Sign out (to switch users): {url}/auth/logout")
     exports = {
         "MLFLOW_TRACKING_URI": url,
         "MLFLOW_TRACKING_AUTH": "descope",

@@ -121,9 +121,7 @@ class Doctor:
             )
             return False
         except DescopeApiError as exc:
-            self.report(
-                "FAIL", f"{exc}. Fix: DESCOPE_PROJECT_ID is probably wrong for {self.client.base_url}"
-            )
+            self.report("FAIL", f"{exc} (Descope at {self.client.base_url} does not know this project)")
             return False
         self.report("ok", f"Descope is reachable at {self.client.base_url}: {count} signing key(s)")
         return True
@@ -227,12 +225,16 @@ class Doctor:
             self.report("ok", f"{uri} runs the Descope server plugin and reaches Descope")
         if self.session_token is None:
             return
-        resp = requests.get(
-            f"{uri}/api/2.0/mlflow/experiments/search",
-            params={"max_results": "1"},
-            headers={"Authorization": f"Bearer {self.session_token}"},
-            timeout=10,
-        )
+        try:
+            resp = requests.get(
+                f"{uri}/api/2.0/mlflow/experiments/search",
+                params={"max_results": "1"},
+                headers={"Authorization": f"Bearer {self.session_token}"},
+                timeout=10,
+            )
+        except requests.RequestException as exc:
+            self.report("FAIL", f"{uri} did not answer an experiment search ({type(exc).__name__})")
+            return
         if resp.status_code == 200:
             self.report("ok", f"{uri} accepts this session (searched experiments)")
         elif resp.status_code == 401:

@@ -113,7 +113,7 @@ class AuthRoutes:
     def static(self, name: str, method: str) -> Response:
         entry = STATIC_FILES.get(name)
         if entry is None:
-            return error(404, "ENDPOINT_NOT_FOUND", "no such file")
+            return error(404, "ENDPOINT_NOT_FOUND", f"no such endpoint: /auth/static/{name}")
         if method not in ("GET", "HEAD"):
             return error(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on /auth/static/{name}")
         locate, content_type = entry
@@ -122,7 +122,7 @@ class AuthRoutes:
             try:
                 body = self._static_cache.setdefault(name, locate().read_bytes())
             except OSError:  # e.g. an MLflow install without its UI build
-                return error(404, "ENDPOINT_NOT_FOUND", "no such file")
+                return error(404, "ENDPOINT_NOT_FOUND", f"no such endpoint: /auth/static/{name}")
         headers = [("Content-Type", content_type), ("Cache-Control", "public, max-age=3600")]
         return Response(200, b"" if method == "HEAD" else body, headers)
 
