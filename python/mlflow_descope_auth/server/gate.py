@@ -78,10 +78,16 @@ class RefreshCoordinator:
     refreshes and leaves the result for a short grace period; the others (threads or worker
     processes) wait on the lock and reuse that result instead of being logged out. Results are kept
     in memory and, for the other processes, in the state directory (mode 0600, deleted after the
-    grace period). Replicas on other hosts do not share this; see the README's deployment notes.
+    grace period). Replicas on other hosts share it when their state directory is on a shared
+    filesystem (RELIABILITY.md).
+
+    A refresh that failed because Descope is unreachable is shared too, for a few seconds: the
+    requests queued behind it on the lock get the same answer at once instead of each waiting out
+    its own timeout in turn.
     """
 
     GRACE_SECONDS = 30.0
+    UNREACHABLE_SECONDS = 5.0
 
     def __init__(self, client: DescopeClient, state_dir: Path) -> None:
         self._client = client
@@ -111,17 +117,20 @@ class RefreshCoordinator:
 
     def _refresh_now(self, key: str, refresh_token: str) -> Renewal | DescopeAuthError:
         outcome: Renewal | DescopeAuthError
+        grace = self.GRACE_SECONDS
         try:
             outcome = Renewal.of(self._client.refresh_session(refresh_token))
-        except DescopeUnreachableError:
-            raise  # not remembered: Descope may be back for the next request
+        except DescopeUnreachableError as exc:
+            # Remembered only briefly: Descope may be back for the next request.
+            outcome, grace = exc, self.UNREACHABLE_SECONDS
         except DescopeAuthError as exc:
             outcome = exc  # remembered, so a bad DSR does not send every request to Descope
-        expires = time.time() + self.GRACE_SECONDS
+        expires = time.time() + grace
         with self._lock:
             now = time.time()
             self._done = {k: v for k, v in self._done.items() if v[0] > now}
             self._done[key] = (expires, outcome)
+        payload: dict[str, object] | None = None
         if isinstance(outcome, Renewal):
             payload = {
                 "expires": expires,
@@ -129,6 +138,9 @@ class RefreshCoordinator:
                 "refresh": outcome.refresh_token,
                 "cookie_max_age": outcome.cookie_max_age,
             }
+        elif isinstance(outcome, DescopeUnreachableError):
+            payload = {"expires": expires, "unreachable": str(outcome)}
+        if payload is not None:
             path = self._dir / f"{key}.json"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -141,7 +153,7 @@ class RefreshCoordinator:
             entry = self._done.get(key)
         return entry[1] if entry is not None and entry[0] > time.time() else None
 
-    def _shared(self, key: str) -> Renewal | None:
+    def _shared(self, key: str) -> Renewal | DescopeUnreachableError | None:
         """Another worker's result for this refresh token, re-validated here (signature and all)."""
         try:
             payload = json.loads((self._dir / f"{key}.json").read_text())
@@ -150,6 +162,8 @@ class RefreshCoordinator:
         if not isinstance(payload, dict) or payload.get("expires", 0) <= time.time():
             self._sweep()
             return None
+        if isinstance(payload.get("unreachable"), str):
+            return DescopeUnreachableError(payload["unreachable"])
         try:
             identity = self._client.validate_session(payload["session"])
         except (DescopeAuthError, KeyError, TypeError):
@@ -300,8 +314,14 @@ class Gate:
         assert refresh is not None
         try:
             result = self.refresher.refresh(refresh)
-        except DescopeUnreachableError:
-            raise
+        except DescopeUnreachableError as exc:
+            # The session ended and cannot be renewed now: the browser goes back to the login page
+            # (which says Descope is unreachable), an API client gets 401. The cookies stay: the
+            # refresh token is still good once Descope is back.
+            _log.warning("Descope unreachable while renewing a session: %s", exc)
+            return self.deny(
+                req, f"the session expired and cannot be renewed right now: {exc}", reason="unavailable"
+            )
         except DescopeAuthError as exc:
             return self.deny(req, f"the session could not be renewed: {exc}", reason="expired", clear=True)
         return self._refreshed(req, result, cookies)
