@@ -28,6 +28,18 @@ MESSAGES = {
 }
 
 
+def provision_quietly(identity: Identity) -> None:
+    """Puts a user who signs in (or asks who they are) into MLflow's user store at once, so an admin
+    can grant them permissions before their first MLflow request. Best effort: if the auth DB is
+    down, the first MLflow request provisions them instead."""
+    from mlflow_descope_auth.server.authz import provision
+
+    try:
+        provision(identity)
+    except Exception as exc:  # the DB driver's errors are not one hierarchy; never fail a sign-in on them
+        _log.warning("Could not add %s to the user store yet: %s", identity.username, type(exc).__name__)
+
+
 class AuthRoutes:
     HEALTH_CACHE_SECONDS = 5.0
 
@@ -120,6 +132,7 @@ class AuthRoutes:
             path=self.gate.cookie_path,
         )
         _log.info("Signed in %s", identity.username)
+        provision_quietly(identity)
         next_path = self.safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
         return Response.json(200, {"redirect": next_path, "user": identity.username}, cookies)
 
@@ -141,6 +154,7 @@ class AuthRoutes:
     def user(self, identity: Identity | None) -> Response:
         if identity is None:  # the gate lets no one here without a session; belt and braces
             return error(401, "UNAUTHENTICATED", "sign in with Descope")
+        provision_quietly(identity)
         return Response.json(200, identity.to_dict())
 
     def health(self) -> Response:
