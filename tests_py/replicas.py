@@ -50,7 +50,7 @@ class Replica:
                 start_new_session=True,
             )  # fmt: skip
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 240.0) -> None:
         wait_http(f"{self.url}/health", timeout=timeout, proc=self.proc)
 
     def start(self) -> None:
