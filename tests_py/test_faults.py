@@ -1,0 +1,234 @@
+"""Descope failing under a running `mlflow server --app-name descope`: outages after and before start,
+a Descope slower than the timeout, key rotation. Real server subprocesses; faults are the emulator's
+switches (an outage really closes its socket). No timing thresholds: a request that waited for a
+slow Descope would have succeeded, so "refused, with the timeout's error" is the check."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from mlflow_descope_auth.emulator import Emulator
+
+from .descope_server import DescopeServer, descope_server
+from .test_server_sessions import (
+    HTML,
+    SEARCH,
+    WORKERS,
+    burst,
+    cookie_header,
+    get,
+    set_cookies,
+    sign_in,
+    wait_for_all_workers,
+    wait_until_expired,
+)
+
+SHORT_TTL = 5
+HTTP_TIMEOUT = 1  # DESCOPE_HTTP_TIMEOUT of the servers here
+DELAY = 30.0  # a slow Descope: far longer than the timeout
+API = {"Accept": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DescopeServer]:
+    """Short sessions, rotating refresh tokens, a one-second Descope timeout; all workers up."""
+    with (
+        Emulator(session_ttl=SHORT_TTL, rotate_refresh_tokens=True) as emu,
+        descope_server(
+            emu,
+            tmp_path_factory.mktemp("faulty"),
+            DESCOPE_JWT_LEEWAY="0",
+            DESCOPE_HTTP_TIMEOUT=str(HTTP_TIMEOUT),
+        ) as server,
+    ):
+        wait_for_all_workers(server)
+        try:
+            yield server
+        finally:
+            emu.clear_faults()
+
+
+def all_ok(results: list[requests.Response | BaseException]) -> bool:
+    return all(isinstance(r, requests.Response) and r.status_code == 200 for r in results)
+
+
+def summary(results: list[requests.Response | BaseException]) -> list[str]:
+    return [repr(r) if isinstance(r, BaseException) else f"{r.status_code} {r.text[:120]}" for r in results]
+
+
+def bearer_burst(server: DescopeServer, token: str, n: int = 6) -> list[requests.Response | BaseException]:
+    """The same Bearer request on `n` fresh connections at once (spread over the workers)."""
+    sessions = [requests.Session() for _ in range(n)]
+    try:
+        return burst(server, sessions, SEARCH, {"Authorization": f"Bearer {token}"})
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def assert_unrenewable_but_kept(server: DescopeServer, ds: str, dsr: str) -> None:
+    """Descope cannot renew the session: API 401, a page load goes to the login page saying why; the
+    cookies are kept (the refresh token is still good once Descope is back). Never a 5xx."""
+    api = get(server, SEARCH, {**cookie_header(ds, dsr), **API})
+    assert api.status_code == 401, api.text
+    assert api.json()["error_code"] == "UNAUTHENTICATED"
+    assert "cannot be renewed right now" in api.json()["message"]
+    assert set_cookies(api) == {}
+    page = get(server, "/#/experiments", {**cookie_header(ds, dsr), **HTML})
+    assert page.status_code == 302, page.text
+    location = urlsplit(page.headers["Location"])
+    assert location.path == "/auth/login"
+    assert parse_qs(location.query)["message"] == ["unavailable"]
+    assert set_cookies(page) == {}
+    login = get(server, page.headers["Location"], HTML)
+    assert "Descope could not be reached" in login.text
+
+
+def test_outage_after_start_cached_keys_keep_sessions_working(faulty: DescopeServer) -> None:
+    emu = faulty.emulator
+    seen = emu.login("reader")["sessionJwt"]
+    assert all_ok(bearer_burst(faulty, seen))
+    ds, dsr = sign_in(faulty, "editor")
+    emu.set_fault("outage")
+    try:
+        # Validated before, and never seen before (signed with a key the workers hold): both served.
+        assert all_ok(results := bearer_burst(faulty, seen)), summary(results)
+        fresh = emu.login("reader")["sessionJwt"]
+        assert all_ok(results := bearer_burst(faulty, fresh)), summary(results)
+        health = get(faulty, "/auth/health", API)
+        assert health.status_code == 503 and health.json()["descope_reachable"] is False, health.text
+
+        wait_until_expired(ds)
+        assert_unrenewable_but_kept(faulty, ds, dsr)
+    finally:
+        emu.clear_faults()
+    # Descope is back: the very same cookies renew (after the few seconds a failure is remembered).
+    deadline = time.monotonic() + 60
+    while (resp := get(faulty, SEARCH, cookie_header(ds, dsr))).status_code != 200:
+        assert resp.status_code == 401, resp.text
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.5)
+    assert set(set_cookies(resp)) == {"DS", "DSR"}
+
+
+def test_slow_descope_is_cut_off_by_the_timeout_and_does_not_starve_workers(faulty: DescopeServer) -> None:
+    """Descope answers after DELAY seconds, the server waits at most DESCOPE_HTTP_TIMEOUT per call:
+    renewals fail with 401 instead of waiting, a burst of one browser's requests asks Descope at
+    most once per worker, and sessions with cached keys are served throughout."""
+    emu = faulty.emulator
+    cached = emu.login("reader")["sessionJwt"]
+    assert all_ok(bearer_burst(faulty, cached))
+    stale = [sign_in(faulty, "reader") for _ in range(6)]
+    shared_ds, shared_dsr = sign_in(faulty, "editor")
+    wait_until_expired(shared_ds)
+    for ds, _ in stale:
+        wait_until_expired(ds)
+
+    emu.set_fault("delay", delay=DELAY, routes=["keys", "refresh"])
+    try:
+        before = emu.stats()
+        renewals: list[tuple[float, requests.Response | BaseException]] = []
+        cached_results: list[requests.Response | BaseException] = []
+
+        def renew(ds: str, dsr: str) -> None:
+            start = time.monotonic()
+            try:
+                resp: requests.Response | BaseException = get(
+                    faulty, SEARCH, {**cookie_header(ds, dsr), **API}
+                )
+            except requests.RequestException as exc:
+                resp = exc
+            renewals.append((time.monotonic() - start, resp))
+
+        def keep_reading() -> None:
+            for _ in range(5):
+                cached_results.extend(bearer_burst(faulty, cached, 4))
+
+        threads = [threading.Thread(target=renew, args=pair) for pair in stale]
+        threads += [threading.Thread(target=renew, args=(shared_ds, shared_dsr)) for _ in range(6)]
+        threads.append(threading.Thread(target=keep_reading))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        after = emu.stats()
+    finally:
+        emu.clear_faults()
+
+    assert all_ok(cached_results), summary(cached_results)
+    assert len(renewals) == len(stale) + 6
+    for elapsed, resp in renewals:
+        assert isinstance(resp, requests.Response), resp
+        assert resp.status_code == 401, resp.text  # had the server waited for Descope, this would be 200
+        assert elapsed < DELAY, elapsed
+    # Different refresh tokens: one Descope call each. The shared one: at most one per worker.
+    assert len(stale) < after["refresh"] - before["refresh"] <= len(stale) + WORKERS, (before, after)
+
+
+def test_descope_unreachable_at_start_then_back(tmp_path: Path) -> None:
+    """The server starts while Descope is down, answers 503 with a clear message on protected
+    routes while it has no keys, and recovers by itself once Descope is back."""
+    with Emulator() as emu:
+        emu.set_fault("outage")
+        try:
+            with descope_server(emu, tmp_path, extra_args=("--workers", "1")) as server:
+                token = emu.login("reader")["sessionJwt"]
+                down = server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
+                assert down.status_code == 503, down.text
+                assert down.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+                assert "cannot verify the session right now" in down.json()["message"]
+                assert down.headers["Retry-After"] == "5"
+                assert token not in down.text
+                page = get(server, "/", {**cookie_header(token), **HTML})
+                assert page.status_code == 503, page.text
+                assert server.api("GET", "/auth/health").status_code == 503
+                assert server.api("GET", "/health").status_code == 200
+
+                emu.clear_faults()
+                deadline = time.monotonic() + 60
+                while (
+                    resp := server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
+                ).status_code != 200:
+                    assert resp.status_code == 503, resp.text
+                    assert time.monotonic() < deadline, resp.text
+                    time.sleep(0.5)
+                assert server.api("GET", "/auth/health").status_code == 200
+        finally:
+            emu.clear_faults()
+
+
+def test_key_rotation(tmp_path: Path) -> None:
+    """New tokens signed with a new key are accepted after one key refetch; tokens signed with a key
+    Descope no longer publishes are refused, even ones validated (and cached) before."""
+    with Emulator() as emu, descope_server(emu, tmp_path, extra_args=("--workers", "1")) as server:
+
+        def status(token: str) -> int:
+            return server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"}).status_code
+
+        old = emu.login("reader")["sessionJwt"]
+        assert status(old) == 200
+        fetched = emu.stats()["keys"]
+
+        emu.rotate_keys(keep_old=True)
+        new = emu.login("reader")["sessionJwt"]
+        assert status(new) == 200
+        assert emu.stats()["keys"] == fetched + 1
+        assert status(old) == 200  # the old key is still published
+        assert status(new) == 200 and emu.stats()["keys"] == fetched + 1  # no more fetches
+
+        emu.rotate_keys(keep_old=False)
+        newest = emu.login("reader")["sessionJwt"]
+        assert status(newest) == 200
+        assert emu.stats()["keys"] == fetched + 2
+        refused = server.api("GET", SEARCH, headers={"Authorization": f"Bearer {old}"})
+        assert refused.status_code == 401, refused.text
+        assert "no longer publishes" in refused.json()["message"]
+        assert status(new) == 401
+        assert status(newest) == 200
