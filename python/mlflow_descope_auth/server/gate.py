@@ -290,6 +290,8 @@ class Gate:
                 return Verdict(identity=self.client.validate_session(token))
             except ExpiredTokenError:
                 return self.deny(req, "the Descope session expired; refresh it and retry", reason="expired")
+            except DescopeUnreachableError:
+                raise  # 503 in `check`: the token may be fine, the keys are out of reach
             except DescopeAuthError as exc:
                 return self.deny(req, str(exc), reason="invalid")
 
