@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -123,8 +122,6 @@ def test_slow_descope_is_cut_off_by_the_timeout_and_does_not_starve_workers(faul
     renewals fail with 401 instead of waiting, a burst of one browser's requests asks Descope at
     most once per worker, and sessions with cached keys are served throughout."""
     emu = faulty.emulator
-    cached = emu.login("reader")["sessionJwt"]
-    assert all_ok(bearer_burst(faulty, cached))
     stale = [sign_in(faulty, "reader") for _ in range(6)]
     shared_ds, shared_dsr = sign_in(faulty, "editor")
     wait_until_expired(shared_ds)
@@ -148,8 +145,9 @@ def test_slow_descope_is_cut_off_by_the_timeout_and_does_not_starve_workers(faul
             renewals.append((time.monotonic() - start, resp))
 
         def keep_reading() -> None:
+            # Sessions live SHORT_TTL seconds: new ones, all signed with the key the workers hold.
             for _ in range(5):
-                cached_results.extend(bearer_burst(faulty, cached, 4))
+                cached_results.extend(bearer_burst(faulty, emu.login("reader")["sessionJwt"], 4))
 
         threads = [threading.Thread(target=renew, args=pair) for pair in stale]
         threads += [threading.Thread(target=renew, args=(shared_ds, shared_dsr)) for _ in range(6)]
@@ -172,63 +170,83 @@ def test_slow_descope_is_cut_off_by_the_timeout_and_does_not_starve_workers(faul
     assert len(stale) < after["refresh"] - before["refresh"] <= len(stale) + WORKERS, (before, after)
 
 
-def test_descope_unreachable_at_start_then_back(tmp_path: Path) -> None:
-    """The server starts while Descope is down, answers 503 with a clear message on protected
-    routes while it has no keys, and recovers by itself once Descope is back."""
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DescopeServer]:
+    """A one-worker server started while Descope is down (the outage lasts until a test clears it)."""
     with Emulator() as emu:
         emu.set_fault("outage")
         try:
-            with descope_server(emu, tmp_path, extra_args=("--workers", "1")) as server:
-                token = emu.login("reader")["sessionJwt"]
-                down = server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
-                assert down.status_code == 503, down.text
-                assert down.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
-                assert "cannot verify the session right now" in down.json()["message"]
-                assert down.headers["Retry-After"] == "5"
-                assert token not in down.text
-                page = get(server, "/", {**cookie_header(token), **HTML})
-                assert page.status_code == 503, page.text
-                assert server.api("GET", "/auth/health").status_code == 503
-                assert server.api("GET", "/health").status_code == 200
-
-                emu.clear_faults()
-                deadline = time.monotonic() + 60
-                while (
-                    resp := server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
-                ).status_code != 200:
-                    assert resp.status_code == 503, resp.text
-                    assert time.monotonic() < deadline, resp.text
-                    time.sleep(0.5)
-                assert server.api("GET", "/auth/health").status_code == 200
+            # No pause between key refetches for unknown key ids (default 10 s), so that a rotation
+            # right after the start-up fetch is seen at once.
+            with descope_server(
+                emu,
+                tmp_path_factory.mktemp("cold"),
+                extra_args=("--workers", "1"),
+                DESCOPE_KEY_REFETCH_INTERVAL="0",
+            ) as server:
+                yield server
         finally:
             emu.clear_faults()
 
 
-def test_key_rotation(tmp_path: Path) -> None:
+def wait_until_served(server: DescopeServer, token: str, while_status: int) -> None:
+    """Descope is back: the server serves `token` again by itself (answering `while_status` until then)."""
+    deadline = time.monotonic() + 60
+    while (
+        resp := server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
+    ).status_code != 200:
+        assert resp.status_code == while_status, resp.text
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.5)
+
+
+def test_descope_unreachable_at_start_then_back(cold: DescopeServer) -> None:
+    """The server started while Descope was down: protected routes answer 503 with a clear message
+    while it has no keys, and it recovers by itself once Descope is back."""
+    emu = cold.emulator
+    token = emu.login("reader")["sessionJwt"]
+    down = cold.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"})
+    assert down.status_code == 503, down.text
+    assert down.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "cannot verify the session right now" in down.json()["message"]
+    assert down.headers["Retry-After"] == "5"
+    assert token not in down.text
+    page = get(cold, "/", {**cookie_header(token), **HTML})
+    assert page.status_code == 503, page.text
+    assert cold.api("GET", "/auth/health").status_code == 503
+    assert cold.api("GET", "/health").status_code == 200
+
+    emu.clear_faults()
+    wait_until_served(cold, token, while_status=503)
+    assert cold.api("GET", "/auth/health").status_code == 200
+
+
+def test_key_rotation(cold: DescopeServer) -> None:
     """New tokens signed with a new key are accepted after one key refetch; tokens signed with a key
     Descope no longer publishes are refused, even ones validated (and cached) before."""
-    with Emulator() as emu, descope_server(emu, tmp_path, extra_args=("--workers", "1")) as server:
+    emu = cold.emulator
+    emu.clear_faults()  # when run on its own
 
-        def status(token: str) -> int:
-            return server.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"}).status_code
+    def status(token: str) -> int:
+        return cold.api("GET", SEARCH, headers={"Authorization": f"Bearer {token}"}).status_code
 
-        old = emu.login("reader")["sessionJwt"]
-        assert status(old) == 200
-        fetched = emu.stats()["keys"]
+    old = emu.login("reader")["sessionJwt"]
+    wait_until_served(cold, old, while_status=503)
+    fetched = emu.stats()["keys"]
 
-        emu.rotate_keys(keep_old=True)
-        new = emu.login("reader")["sessionJwt"]
-        assert status(new) == 200
-        assert emu.stats()["keys"] == fetched + 1
-        assert status(old) == 200  # the old key is still published
-        assert status(new) == 200 and emu.stats()["keys"] == fetched + 1  # no more fetches
+    emu.rotate_keys(keep_old=True)
+    new = emu.login("reader")["sessionJwt"]
+    assert status(new) == 200
+    assert emu.stats()["keys"] == fetched + 1
+    assert status(old) == 200  # the old key is still published
+    assert status(new) == 200 and emu.stats()["keys"] == fetched + 1  # no more fetches
 
-        emu.rotate_keys(keep_old=False)
-        newest = emu.login("reader")["sessionJwt"]
-        assert status(newest) == 200
-        assert emu.stats()["keys"] == fetched + 2
-        refused = server.api("GET", SEARCH, headers={"Authorization": f"Bearer {old}"})
-        assert refused.status_code == 401, refused.text
-        assert "no longer publishes" in refused.json()["message"]
-        assert status(new) == 401
-        assert status(newest) == 200
+    emu.rotate_keys(keep_old=False)
+    newest = emu.login("reader")["sessionJwt"]
+    assert status(newest) == 200
+    assert emu.stats()["keys"] == fetched + 2
+    refused = cold.api("GET", SEARCH, headers={"Authorization": f"Bearer {old}"})
+    assert refused.status_code == 401, refused.text
+    assert "no longer publishes" in refused.json()["message"]
+    assert status(new) == 401
+    assert status(newest) == 200
