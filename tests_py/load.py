@@ -46,14 +46,17 @@ class Report:
     missing_metrics: list[tuple[str, str, int, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, what: str, resp: requests.Response, expected: int) -> None:
+    def record(self, agent: Agent, what: str, resp: requests.Response, expected: int) -> None:
         with self.lock:
             self.sent += 1
             self.statuses[resp.status_code] += 1
             if resp.status_code >= 500:
                 self.server_errors.append(f"{what}: {resp.status_code} {resp.text[:200]}")
             elif resp.status_code != expected:
-                self.wrong.append(f"{what}: expected {expected}, got {resp.status_code} {resp.text[:200]}")
+                self.wrong.append(
+                    f"{what} ({type(agent).__name__}): expected {expected}, "
+                    f"got {resp.status_code} {resp.text[:200]}"
+                )
 
     @property
     def passed(self) -> bool:
@@ -198,7 +201,7 @@ def log_metric(expected: int) -> Op:
             "step": step,
         }
         resp = agent.call("POST", LOG_METRIC, json=body)
-        report.record(f"{agent.login_id} log-metric", resp, expected)
+        report.record(agent, f"{agent.login_id} log-metric", resp, expected)
         if resp.status_code == 200:
             with report.lock:
                 report.metrics.append((ws.run_id, key, step, value))
@@ -209,24 +212,31 @@ def log_metric(expected: int) -> Op:
 def set_tag(expected: int) -> Op:
     def op(agent: Agent, ws: Workspace, report: Report, rng: random.Random) -> None:
         body = {"run_id": ws.run_id, "key": "phase", "value": str(rng.randint(0, 9))}
-        report.record(f"{agent.login_id} set-tag", agent.call("POST", SET_TAG, json=body), expected)
+        report.record(agent, f"{agent.login_id} set-tag", agent.call("POST", SET_TAG, json=body), expected)
 
     return op
 
 
 def get_run(agent: Agent, ws: Workspace, report: Report, rng: random.Random) -> None:
-    report.record(f"{agent.login_id} get-run", agent.call("GET", GET_RUN, params={"run_id": ws.run_id}), 200)
+    report.record(
+        agent, f"{agent.login_id} get-run", agent.call("GET", GET_RUN, params={"run_id": ws.run_id}), 200
+    )
 
 
 def search(agent: Agent, ws: Workspace, report: Report, rng: random.Random) -> None:
-    report.record(f"{agent.login_id} search", agent.call("GET", SEARCH, params={"max_results": 20}), 200)
+    report.record(
+        agent, f"{agent.login_id} search", agent.call("GET", SEARCH, params={"max_results": 20}), 200
+    )
 
 
 def create_experiment(expected: int) -> Op:
     def op(agent: Agent, ws: Workspace, report: Report, rng: random.Random) -> None:
         body = {"name": f"load-{agent.login_id}-{uuid.uuid4().hex[:10]}"}
         report.record(
-            f"{agent.login_id} create-experiment", agent.call("POST", CREATE_EXPERIMENT, json=body), expected
+            agent,
+            f"{agent.login_id} create-experiment",
+            agent.call("POST", CREATE_EXPERIMENT, json=body),
+            expected,
         )
 
     return op

@@ -38,7 +38,7 @@ def test_mixed_load_with_short_sessions(loaded: tuple[Replica, Emulator]) -> Non
     report = run_load(server.url, emu, SECONDS, agents_per_user=1)
     after = emu.stats()
     summary = report.summary()
-    assert report.passed, summary
+    assert report.passed, "\n".join([str(summary), *report.server_errors, *report.wrong, *report.exceptions])
     assert {200, 403} <= set(report.statuses), summary  # allowed and refused requests both ran
     assert report.metrics, summary
     # Sessions ran out all along: the server renewed browsers' cookies, API agents their own.

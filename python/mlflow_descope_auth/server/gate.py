@@ -45,6 +45,45 @@ _log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class Admissions:
+    """Sessions the gate let in shortly before they expire, remembered until a minute after.
+
+    MLflow's authorization function checks the request's credential again, later in the same
+    request; a busy worker can queue a request for seconds in between, and a session the gate
+    accepted must not be refused there because its time ran out meanwhile (the browser would be
+    told to sign in again although its refresh token is fine). Process-local, keyed by the token,
+    so nothing a client sends can add to it.
+    """
+
+    WINDOW_SECONDS = 120  # only sessions this close to their expiry are remembered
+    GRACE_SECONDS = 60
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._admitted: dict[str, Identity] = {}
+
+    def admit(self, token: str, identity: Identity) -> None:
+        now = time.time()
+        if identity.expires_at - now > self.WINDOW_SECONDS:
+            return
+        with self._lock:
+            if len(self._admitted) >= self.MAX_ENTRIES:
+                cutoff = now - self.GRACE_SECONDS
+                self._admitted = {t: i for t, i in self._admitted.items() if i.expires_at > cutoff}
+            self._admitted[token] = identity
+
+    def identity(self, token: str) -> Identity | None:
+        with self._lock:
+            identity = self._admitted.get(token)
+        if identity is None or identity.expires_at + self.GRACE_SECONDS < time.time():
+            return None
+        return identity
+
+
+admissions = Admissions()
+
+
 @dataclass
 class Verdict:
     """What the gate decided: answer now (``response``), or pass on with these changes."""
@@ -278,6 +317,7 @@ class Gate:
         identity = self.client.validate_cached(token)
         if identity is None:
             return None
+        admissions.admit(token, identity)
         return Verdict(identity=identity, header_changes=_client_descope_headers(req))
 
     def _check_credentials(self, req: Request) -> Verdict:
@@ -287,7 +327,9 @@ class Gate:
             if not token:
                 return self.deny(req, "this server expects 'Authorization: Bearer <Descope session token>'")
             try:
-                return Verdict(identity=self.client.validate_session(token))
+                identity = self.client.validate_session(token)
+                admissions.admit(token, identity)
+                return Verdict(identity=identity)
             except ExpiredTokenError:
                 return self.deny(req, "the Descope session expired; refresh it and retry", reason="expired")
             except DescopeUnreachableError:
@@ -309,7 +351,9 @@ class Gate:
             )
         if session:
             try:
-                return Verdict(identity=self.client.validate_session(session))
+                identity = self.client.validate_session(session)
+                admissions.admit(session, identity)
+                return Verdict(identity=identity)
             except (ExpiredTokenError, InvalidTokenError) as exc:
                 if not refresh:
                     return self.deny(req, str(exc), reason="expired", clear=True)
@@ -339,6 +383,7 @@ class Gate:
             path=self.cookie_path,
         )
         # MLflow's authorization function re-reads the credential from the request: hand it the new one.
+        admissions.admit(result.session_token, result.identity)
         cookies = {**cookies, SESSION_COOKIE: result.session_token}
         if result.refresh_token:
             cookies[REFRESH_COOKIE] = result.refresh_token
