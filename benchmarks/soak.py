@@ -59,7 +59,7 @@ def main() -> int:
                         memory[name][mark] = rss_kib(pid)
 
         before = emu.stats()
-        print(f"load: {seconds:.0f} s through {topology.url} ({len(workers)} worker processes)", flush=True)
+        print(f"load: {seconds:.0f} s through {topology.url} ({len(workers)} server processes)", flush=True)
         report = run_load(topology.url, emu, seconds, agents_per_user=args.agents_per_user, on_tick=sample)
         after = emu.stats()
         alive = all(r.alive() for r in topology.replicas)
