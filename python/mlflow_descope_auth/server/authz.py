@@ -15,7 +15,6 @@ import threading
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
-from werkzeug.http import parse_cookie
 
 from mlflow_descope_auth._core import (
     DescopeAuthError,
@@ -26,6 +25,7 @@ from mlflow_descope_auth._core import (
 )
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.gate import admissions
+from mlflow_descope_auth.server.http import parse_cookies
 from mlflow_descope_auth.settings import get_descope_client
 
 _log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _credential() -> str | None:
         return token.strip()
     # On MLflow's FastAPI routes this runs in a synthetic request built from the headers, where the
     # Cookie header is the only way to the cookies.
-    return parse_cookie(request.headers.get("Cookie", "")).get("DS") or None
+    return parse_cookies(request.headers.get("Cookie", "")).get("DS") or None
 
 
 def authorize() -> Authorization | Response:

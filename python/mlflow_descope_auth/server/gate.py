@@ -387,10 +387,19 @@ class Gate:
         cookies = {**cookies, SESSION_COOKIE: result.session_token}
         if result.refresh_token:
             cookies[REFRESH_COOKIE] = result.refresh_token
-        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        # Cookies that were not valid UTF-8 (parsed to U+FFFD) cannot go back into a header: dropped.
+        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items() if _latin1(k) and _latin1(v))
         return Verdict(
             identity=result.identity, set_cookies=set_cookies, header_changes={"cookie": cookie_header}
         )
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _client_descope_headers(req: Request) -> dict[str, str | None]:
