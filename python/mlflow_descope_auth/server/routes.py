@@ -122,6 +122,7 @@ class AuthRoutes:
             return error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
         except DescopeAuthError as exc:
             return error(401, "UNAUTHENTICATED", str(exc))
+        provision_quietly(identity)  # before the cookie lifetimes: it may take a moment
         now = int(time.time())
         cookies = session_cookies(
             session_token,
@@ -132,7 +133,6 @@ class AuthRoutes:
             path=self.gate.cookie_path,
         )
         _log.info("Signed in %s", identity.username)
-        provision_quietly(identity)
         next_path = self.safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
         return Response.json(200, {"redirect": next_path, "user": identity.username}, cookies)
 
