@@ -15,10 +15,17 @@ import threading
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
-from werkzeug.http import parse_cookie
 
-from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
+from mlflow_descope_auth._core import (
+    DescopeAuthError,
+    DescopeClient,
+    DescopeUnreachableError,
+    ExpiredTokenError,
+    Identity,
+)
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
+from mlflow_descope_auth.server.gate import admissions
+from mlflow_descope_auth.server.http import parse_cookies
 from mlflow_descope_auth.settings import get_descope_client
 
 _log = logging.getLogger(__name__)
@@ -76,7 +83,7 @@ def _credential() -> str | None:
         return token.strip()
     # On MLflow's FastAPI routes this runs in a synthetic request built from the headers, where the
     # Cookie header is the only way to the cookies.
-    return parse_cookie(request.headers.get("Cookie", "")).get("DS") or None
+    return parse_cookies(request.headers.get("Cookie", "")).get("DS") or None
 
 
 def authorize() -> Authorization | Response:
@@ -94,6 +101,12 @@ def _authorize() -> Authorization | Response:
         return _json_error(401, "UNAUTHENTICATED", "sign in with Descope")
     try:
         identity = (_client or get_descope_client()).validate_session(token)
+    except ExpiredTokenError:
+        # Expired since the gate admitted this request (see gate.Admissions): still this request's.
+        admitted = admissions.identity(token)
+        if admitted is None:
+            return _json_error(401, "UNAUTHENTICATED", "the Descope session expired; refresh it and retry")
+        identity = admitted
     except DescopeUnreachableError as exc:
         return _json_error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
     except DescopeAuthError as exc:

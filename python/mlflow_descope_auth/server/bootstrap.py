@@ -1,8 +1,9 @@
 """One-time set-up shared by all workers: MLflow's auth config, the Flask secret key, the auth DB.
 
 MLflow runs this plugin's factory in every worker and has no pre-fork hook for custom apps, and its
-auth-DB migration is not safe to run concurrently, so everything here happens under a file lock and
-is idempotent.
+auth-DB migration is not safe to run concurrently, so everything here is idempotent and runs under a
+file lock (the workers of one host) and, on PostgreSQL or MySQL, a database lock (replicas on
+several hosts starting at once on a fresh auth DB).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mlflow_descope_auth.server.settings import ServerSettings
 
@@ -21,6 +23,11 @@ from mlflow_descope_auth.server.settings import ServerSettings
 # that username), and nobody can log in as it: this plugin never checks passwords.
 BOOTSTRAP_ADMIN = "descope-bootstrap-admin"
 AUTHORIZATION_FUNCTION = "mlflow_descope_auth.server.authz:authorize"
+# The database lock's name: a PostgreSQL advisory lock key (any 64-bit number no one else uses) and
+# a MySQL named lock.
+_PG_LOCK_KEY = 0x6D6C666C6F776473  # "mlflowds"
+_MYSQL_LOCK_NAME = "mlflow_descope_auth_bootstrap"
+_MYSQL_LOCK_TIMEOUT = 600
 
 
 @contextmanager
@@ -32,6 +39,48 @@ def state_lock(state_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def database_lock(db_uri: str) -> Iterator[None]:
+    """Held by one process at a time across every host using the auth DB; released when the
+    connection ends, so a replica that dies while holding it does not block the others."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    dialect = sqlalchemy.engine.make_url(db_uri).get_backend_name()
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        yield  # SQLite lives on one host: the file lock covers it
+        return
+    engine = sqlalchemy.create_engine(db_uri, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if dialect == "postgresql":
+                _execute(conn, "SELECT pg_advisory_lock(:key)", key=_PG_LOCK_KEY)
+            else:
+                _execute(
+                    conn,
+                    "SELECT GET_LOCK(:name, :timeout)",
+                    name=_MYSQL_LOCK_NAME,
+                    timeout=_MYSQL_LOCK_TIMEOUT,
+                )
+            conn.commit()
+            try:
+                yield
+            finally:
+                if dialect == "postgresql":
+                    _execute(conn, "SELECT pg_advisory_unlock(:key)", key=_PG_LOCK_KEY)
+                else:
+                    _execute(conn, "SELECT RELEASE_LOCK(:name)", name=_MYSQL_LOCK_NAME)
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _execute(conn: Any, statement: str, **params: Any) -> None:
+    import sqlalchemy
+
+    conn.execute(sqlalchemy.text(statement), params)
 
 
 def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
@@ -84,8 +133,9 @@ def prepare(settings: ServerSettings, default_permission: str) -> None:
         # Imported only now: mlflow.server.auth reads MLFLOW_AUTH_CONFIG_PATH at import.
         from mlflow.server.auth import auth_config, store
 
-        store.init_db(auth_config.database_uri)  # type: ignore[no-untyped-call]
-        if not store.has_user(BOOTSTRAP_ADMIN, use_primary=True):
-            store.create_user(BOOTSTRAP_ADMIN, secrets.token_urlsafe(32), is_admin=True)
+        with database_lock(auth_config.database_uri):
+            store.init_db(auth_config.database_uri)  # type: ignore[no-untyped-call]
+            if not store.has_user(BOOTSTRAP_ADMIN, use_primary=True):
+                store.create_user(BOOTSTRAP_ADMIN, secrets.token_urlsafe(32), is_admin=True)
     # Tells create_app the admin exists, so it only connects instead of migrating again.
     os.environ["_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"] = "true"

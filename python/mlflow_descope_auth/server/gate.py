@@ -45,6 +45,45 @@ _log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class Admissions:
+    """Sessions the gate let in shortly before they expire, remembered until a minute after.
+
+    MLflow's authorization function checks the request's credential again, later in the same
+    request; a busy worker can queue a request for seconds in between, and a session the gate
+    accepted must not be refused there because its time ran out meanwhile (the browser would be
+    told to sign in again although its refresh token is fine). Process-local, keyed by the token,
+    so nothing a client sends can add to it.
+    """
+
+    WINDOW_SECONDS = 120  # only sessions this close to their expiry are remembered
+    GRACE_SECONDS = 60
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._admitted: dict[str, Identity] = {}
+
+    def admit(self, token: str, identity: Identity) -> None:
+        now = time.time()
+        if identity.expires_at - now > self.WINDOW_SECONDS:
+            return
+        with self._lock:
+            if len(self._admitted) >= self.MAX_ENTRIES:
+                cutoff = now - self.GRACE_SECONDS
+                self._admitted = {t: i for t, i in self._admitted.items() if i.expires_at > cutoff}
+            self._admitted[token] = identity
+
+    def identity(self, token: str) -> Identity | None:
+        with self._lock:
+            identity = self._admitted.get(token)
+        if identity is None or identity.expires_at + self.GRACE_SECONDS < time.time():
+            return None
+        return identity
+
+
+admissions = Admissions()
+
+
 @dataclass
 class Verdict:
     """What the gate decided: answer now (``response``), or pass on with these changes."""
@@ -78,10 +117,16 @@ class RefreshCoordinator:
     refreshes and leaves the result for a short grace period; the others (threads or worker
     processes) wait on the lock and reuse that result instead of being logged out. Results are kept
     in memory and, for the other processes, in the state directory (mode 0600, deleted after the
-    grace period). Replicas on other hosts do not share this; see the README's deployment notes.
+    grace period). Replicas on other hosts share it when their state directory is on a shared
+    filesystem (RELIABILITY.md).
+
+    A refresh that failed because Descope is unreachable is shared too, for a few seconds: the
+    requests queued behind it on the lock get the same answer at once instead of each waiting out
+    its own timeout in turn.
     """
 
     GRACE_SECONDS = 30.0
+    UNREACHABLE_SECONDS = 5.0
 
     def __init__(self, client: DescopeClient, state_dir: Path) -> None:
         self._client = client
@@ -111,17 +156,20 @@ class RefreshCoordinator:
 
     def _refresh_now(self, key: str, refresh_token: str) -> Renewal | DescopeAuthError:
         outcome: Renewal | DescopeAuthError
+        grace = self.GRACE_SECONDS
         try:
             outcome = Renewal.of(self._client.refresh_session(refresh_token))
-        except DescopeUnreachableError:
-            raise  # not remembered: Descope may be back for the next request
+        except DescopeUnreachableError as exc:
+            # Remembered only briefly: Descope may be back for the next request.
+            outcome, grace = exc, self.UNREACHABLE_SECONDS
         except DescopeAuthError as exc:
             outcome = exc  # remembered, so a bad DSR does not send every request to Descope
-        expires = time.time() + self.GRACE_SECONDS
+        expires = time.time() + grace
         with self._lock:
             now = time.time()
             self._done = {k: v for k, v in self._done.items() if v[0] > now}
             self._done[key] = (expires, outcome)
+        payload: dict[str, object] | None = None
         if isinstance(outcome, Renewal):
             payload = {
                 "expires": expires,
@@ -129,6 +177,9 @@ class RefreshCoordinator:
                 "refresh": outcome.refresh_token,
                 "cookie_max_age": outcome.cookie_max_age,
             }
+        elif isinstance(outcome, DescopeUnreachableError):
+            payload = {"expires": expires, "unreachable": str(outcome)}
+        if payload is not None:
             path = self._dir / f"{key}.json"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -141,7 +192,7 @@ class RefreshCoordinator:
             entry = self._done.get(key)
         return entry[1] if entry is not None and entry[0] > time.time() else None
 
-    def _shared(self, key: str) -> Renewal | None:
+    def _shared(self, key: str) -> Renewal | DescopeUnreachableError | None:
         """Another worker's result for this refresh token, re-validated here (signature and all)."""
         try:
             payload = json.loads((self._dir / f"{key}.json").read_text())
@@ -150,6 +201,8 @@ class RefreshCoordinator:
         if not isinstance(payload, dict) or payload.get("expires", 0) <= time.time():
             self._sweep()
             return None
+        if isinstance(payload.get("unreachable"), str):
+            return DescopeUnreachableError(payload["unreachable"])
         try:
             identity = self._client.validate_session(payload["session"])
         except (DescopeAuthError, KeyError, TypeError):
@@ -270,6 +323,7 @@ class Gate:
         identity = self.client.validate_cached(token)
         if identity is None:
             return None
+        admissions.admit(token, identity)
         return Verdict(identity=identity, header_changes=_client_descope_headers(req))
 
     def _check_credentials(self, req: Request) -> Verdict:
@@ -279,9 +333,13 @@ class Gate:
             if not token:
                 return self.deny(req, "this server expects 'Authorization: Bearer <Descope session token>'")
             try:
-                return Verdict(identity=self.client.validate_session(token))
+                identity = self.client.validate_session(token)
+                admissions.admit(token, identity)
+                return Verdict(identity=identity)
             except ExpiredTokenError:
                 return self.deny(req, "the Descope session expired; refresh it and retry", reason="expired")
+            except DescopeUnreachableError:
+                raise  # 503 in `check`: the token may be fine, the keys are out of reach
             except DescopeAuthError as exc:
                 return self.deny(req, str(exc), reason="invalid")
 
@@ -299,15 +357,23 @@ class Gate:
             )
         if session:
             try:
-                return Verdict(identity=self.client.validate_session(session))
+                identity = self.client.validate_session(session)
+                admissions.admit(session, identity)
+                return Verdict(identity=identity)
             except (ExpiredTokenError, InvalidTokenError) as exc:
                 if not refresh:
                     return self.deny(req, str(exc), reason="expired", clear=True)
         assert refresh is not None
         try:
             result = self.refresher.refresh(refresh)
-        except DescopeUnreachableError:
-            raise
+        except DescopeUnreachableError as exc:
+            # The session ended and cannot be renewed now: the browser goes back to the login page
+            # (which says Descope is unreachable), an API client gets 401. The cookies stay: the
+            # refresh token is still good once Descope is back.
+            _log.warning("Descope unreachable while renewing a session: %s", exc)
+            return self.deny(
+                req, f"the session expired and cannot be renewed right now: {exc}", reason="unavailable"
+            )
         except DescopeAuthError as exc:
             return self.deny(req, f"the session could not be renewed: {exc}", reason="expired", clear=True)
         return self._refreshed(req, result, cookies)
@@ -323,13 +389,23 @@ class Gate:
             path=self.cookie_path,
         )
         # MLflow's authorization function re-reads the credential from the request: hand it the new one.
+        admissions.admit(result.session_token, result.identity)
         cookies = {**cookies, SESSION_COOKIE: result.session_token}
         if result.refresh_token:
             cookies[REFRESH_COOKIE] = result.refresh_token
-        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        # Cookies that were not valid UTF-8 (parsed to U+FFFD) cannot go back into a header: dropped.
+        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items() if _latin1(k) and _latin1(v))
         return Verdict(
             identity=result.identity, set_cookies=set_cookies, header_changes={"cookie": cookie_header}
         )
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _client_descope_headers(req: Request) -> dict[str, str | None]:

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from werkzeug.http import dump_cookie, parse_cookie
+from werkzeug.http import dump_cookie
+from werkzeug.sansio.http import parse_cookie as _parse_cookie
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """The cookies of a ``Cookie`` header (as the server hands it over: latin-1 text). Bytes that
+    are not UTF-8 become U+FFFD instead of an exception (werkzeug's ``parse_cookie`` raises, which
+    was a 500 for any request carrying such a cookie); a cookie mangled that way fails validation."""
+    text = header.encode("latin-1", "replace").decode("utf-8", "replace")
+    return dict(_parse_cookie(text))
 
 
 @dataclass
@@ -22,7 +31,7 @@ class Request:
 
     @property
     def cookies(self) -> dict[str, str]:
-        return dict(parse_cookie(self.headers.get("cookie", "")))
+        return parse_cookies(self.headers.get("cookie", ""))
 
     @property
     def query(self) -> dict[str, str]:

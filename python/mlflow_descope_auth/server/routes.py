@@ -48,6 +48,18 @@ STATIC_FILES: dict[str, tuple[Callable[[], Path], str]] = {
 }
 
 
+def provision_quietly(identity: Identity) -> None:
+    """Puts a user who signs in (or asks who they are) into MLflow's user store at once, so an admin
+    can grant them permissions before their first MLflow request. Best effort: if the auth DB is
+    down, the first MLflow request provisions them instead."""
+    from mlflow_descope_auth.server.authz import provision
+
+    try:
+        provision(identity)
+    except Exception as exc:  # the DB driver's errors are not one hierarchy; never fail a sign-in on them
+        _log.warning("Could not add %s to the user store yet: %s", identity.username, type(exc).__name__)
+
+
 class AuthRoutes:
     HEALTH_CACHE_SECONDS = 5.0
 
@@ -151,6 +163,7 @@ class AuthRoutes:
             return error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
         except DescopeAuthError as exc:
             return error(401, "UNAUTHENTICATED", str(exc))
+        provision_quietly(identity)  # before the cookie lifetimes: it may take a moment
         now = int(time.time())
         cookies = session_cookies(
             session_token,
@@ -182,6 +195,7 @@ class AuthRoutes:
     def user(self, identity: Identity | None) -> Response:
         if identity is None:  # the gate lets no one here without a session; belt and braces
             return error(401, "UNAUTHENTICATED", "sign in with Descope")
+        provision_quietly(identity)
         return Response.json(200, identity.to_dict())
 
     def health(self) -> Response:
