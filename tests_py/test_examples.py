@@ -45,7 +45,7 @@ def test_every_replica_command_parses_with_mlflows_cli() -> None:
     for service in replicas:
         ctx = mlflow_server_command.make_context("server", list(service["command"][2:]))
         assert ctx.params["app_name"] == "descope"
-        assert ctx.params["backend_store_uri"].startswith("postgresql://")
+        assert ctx.params["backend_store_uri"].startswith("postgresql+psycopg2://")
         assert "mlflow.test" in ctx.params["allowed_hosts"].split(",")
     try:
         mlflow_server_command.make_context("server", ["--no-such-option"])
@@ -64,11 +64,22 @@ def test_the_replicas_share_the_auth_db_and_state_dir_and_use_real_settings() ->
     ]
     assert len(envs) == 2 and envs[0] == envs[1]
     env = envs[0]
-    assert env["DESCOPE_AUTH_DB_URI"].startswith("postgresql://") and env[
+    assert env["DESCOPE_AUTH_DB_URI"].startswith("postgresql+psycopg2://") and env[
         "DESCOPE_AUTH_STATE_DIR"
     ].startswith("/shared")
     unknown = sorted(name for name in env if name not in BY_NAME)
     assert unknown == []
+
+
+def test_the_tracking_store_is_migrated_once_before_the_replicas_start() -> None:
+    services = compose()["services"]
+    upgrade = services["mlflow-db-upgrade"]["command"]
+    assert upgrade[:3] == ["mlflow", "db", "upgrade"]
+    replicas = [s for s in services.values() if s.get("command", [None])[:2] == ["mlflow", "server"]]
+    backend = {c.split("=", 1)[1] for s in replicas for c in s["command"] if c.startswith("--backend-store-uri=")}
+    assert backend == {upgrade[3]}
+    for service in replicas:
+        assert service["depends_on"]["mlflow-db-upgrade"]["condition"] == "service_completed_successfully"
 
 
 def test_the_proxy_keeps_the_host_and_forwards_the_scheme() -> None:
