@@ -76,7 +76,9 @@ def test_the_tracking_store_is_migrated_once_before_the_replicas_start() -> None
     upgrade = services["mlflow-db-upgrade"]["command"]
     assert upgrade[:3] == ["mlflow", "db", "upgrade"]
     replicas = [s for s in services.values() if s.get("command", [None])[:2] == ["mlflow", "server"]]
-    backend = {c.split("=", 1)[1] for s in replicas for c in s["command"] if c.startswith("--backend-store-uri=")}
+    backend = {
+        c.split("=", 1)[1] for s in replicas for c in s["command"] if c.startswith("--backend-store-uri=")
+    }
     assert backend == {upgrade[3]}
     for service in replicas:
         assert service["depends_on"]["mlflow-db-upgrade"]["condition"] == "service_completed_successfully"
