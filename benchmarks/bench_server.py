@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ USER_PASSWORD = "bench-User-password-1"
 # MLflow 3.17 starts a job runner with ~8 huey consumer processes beside every server; not on the
 # request path, but on a 2-core machine their start-up and polling would be measured too.
 NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+Tags = tuple[str, list[dict[str, str]]]
 CALLS = ("get-experiment", "log-batch", "search-runs")
 
 
@@ -54,6 +56,7 @@ class Target:
     authorization: str | None
     experiment_id: str
     run_id: str
+    pids: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -68,14 +71,29 @@ def _post(url: str, path: str, auth: str | None, body: dict[str, Any]) -> dict[s
     return r.json() if r.content else {}
 
 
-def _seed(url: str, auth: str | None) -> tuple[str, str]:
-    """An experiment with a run that already has some metrics; returns (experiment id, run id)."""
+def _seed(url: str, auth: str | None, tags: Tags) -> tuple[str, str]:
+    """An experiment with 20 runs; returns (experiment id, id of the last run)."""
     exp = _post(url, "/api/2.0/mlflow/experiments/create", auth, {"name": f"bench-{time.time_ns()}"})
     exp_id = exp["experiment_id"]
+    user_id, tag_list = tags
     for i in range(20):  # something for search-runs to find
-        run = _post(url, "/api/2.0/mlflow/runs/create", auth, {"experiment_id": exp_id, "start_time": i})
+        body = {"experiment_id": exp_id, "start_time": i, "user_id": user_id, "tags": tag_list}
+        run = _post(url, "/api/2.0/mlflow/runs/create", auth, body)
     run_id = run["run"]["info"]["run_id"]
     return exp_id, run_id
+
+
+def attribution_tags(emu: Emulator) -> Tags:
+    """The user id and tags the descope server writes on every run it creates (server-side
+    attribution); the other servers get the same on theirs, so every search returns the same data."""
+    from mlflow_descope_auth import DescopeClient
+    from mlflow_descope_auth.client.identity_fields import identity_fields
+
+    client = DescopeClient(emu.project_id, base_url=emu.base_url)
+    identity = client.validate_session(emu.login("admin")["sessionJwt"])
+    tags = [{"key": "mlflow.user", "value": identity.username}]
+    tags += [{"key": f"descope.{k}", "value": v} for k, v in identity_fields(identity).items()]
+    return identity.username, tags
 
 
 def _grant(url: str, admin: str, username: str, exp_id: str) -> None:
@@ -88,14 +106,14 @@ def _basic(user: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def none_server(workdir: Path, workers: int) -> Iterator[list[Target]]:
+def none_server(workdir: Path, workers: int, tags: Tags) -> Iterator[list[Target]]:
     with mlflow_server(workdir, extra_args=("--workers", str(workers)), env=_clean_env()) as url:
-        exp_id, run_id = _seed(url, None)
+        exp_id, run_id = _seed(url, None, tags)
         yield [Target("none", workers, "admin", url, None, exp_id, run_id)]
 
 
 @contextlib.contextmanager
-def basic_auth_server(workdir: Path, workers: int) -> Iterator[list[Target]]:
+def basic_auth_server(workdir: Path, workers: int, tags: Tags) -> Iterator[list[Target]]:
     workdir.mkdir(parents=True, exist_ok=True)
     ini = workdir / "basic_auth.ini"
     ini.write_text(
@@ -117,7 +135,7 @@ def basic_auth_server(workdir: Path, workers: int) -> Iterator[list[Target]]:
         _post(
             url, "/api/2.0/mlflow/users/create", admin, {"username": "bench-user", "password": USER_PASSWORD}
         )
-        exp_id, run_id = _seed(url, admin)
+        exp_id, run_id = _seed(url, admin, tags)
         _grant(url, admin, "bench-user", exp_id)
         yield [
             Target("basic-auth", workers, "admin", url, admin, exp_id, run_id),
@@ -126,7 +144,7 @@ def basic_auth_server(workdir: Path, workers: int) -> Iterator[list[Target]]:
 
 
 @contextlib.contextmanager
-def descope_server(workdir: Path, workers: int, emu: Emulator) -> Iterator[list[Target]]:
+def descope_server(workdir: Path, workers: int, emu: Emulator, tags: Tags) -> Iterator[list[Target]]:
     workdir.mkdir(parents=True, exist_ok=True)
     env = server_env(emu, workdir, **NO_JOB_RUNNER)
     args = ("--app-name", "descope", "--workers", str(workers))
@@ -141,7 +159,7 @@ def descope_server(workdir: Path, workers: int, emu: Emulator) -> Iterator[list[
             timeout=60,
         )
         r.raise_for_status()
-        exp_id, run_id = _seed(url, admin)
+        exp_id, run_id = _seed(url, admin, tags)
         _grant(url, admin, emu.user("reader").user_id, exp_id)
         yield [
             Target("descope", workers, "admin", url, admin, exp_id, run_id),
@@ -160,6 +178,47 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _server_pids(url: str) -> list[int]:
+    """The uvicorn process serving `url` and its descendants (the workers)."""
+    port = url.rsplit(":", 1)[1]
+    parents: dict[int, int] = {}
+    root = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents[int(entry.name)] = ppid
+        if (
+            b"uvicorn" in b" ".join(cmd)
+            and b"--port" in cmd
+            and cmd[cmd.index(b"--port") + 1] == port.encode()
+        ):
+            root = int(entry.name)
+    if root is None:
+        raise RuntimeError(f"no uvicorn process for {url}")
+    pids, changed = {root}, True
+    while changed:
+        grown = pids | {p for p, pp in parents.items() if pp in pids}
+        changed, pids = grown != pids, grown
+    return sorted(pids)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all their threads) so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(target: Target, call: str, seconds: int, connections: int) -> dict[str, float]:
     env = {
         **os.environ,
@@ -169,11 +228,15 @@ def wrk(target: Target, call: str, seconds: int, connections: int) -> dict[str, 
     }
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
            "-s", str(LUA / f"{call}.lua"), target.url]  # fmt: skip
+    cpu_before = _cpu_seconds(target.pids)
     out = subprocess.run(
         cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
+    cpu = _cpu_seconds(target.pids) - cpu_before
     line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
     result: dict[str, float] = json.loads(line.removeprefix("BENCH_JSON "))
+    # The server's own CPU per request: steadier than req/s on a machine shared with other jobs.
+    result["server_cpu_ms_per_request"] = cpu * 1000 / max(result["requests"], 1)
     if result["non_2xx"] or result["socket_errors"]:
         raise RuntimeError(f"{target.name} {call}: {result} (wrk output: {out[-500:]})")
     return result
@@ -218,14 +281,17 @@ def run(rounds: int, seconds: int, worker_counts: list[int], connections: int) -
     samples: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         with Emulator(session_ttl=24 * 3600) as emu, contextlib.ExitStack() as stack:
+            tags = attribution_tags(emu)
             servers = []
             for w in worker_counts:
                 servers += [
-                    lambda w=w: none_server(root / f"none-{w}", w),
-                    lambda w=w: basic_auth_server(root / f"basic-{w}", w),
-                    lambda w=w: descope_server(root / f"descope-{w}", w, emu),
+                    lambda w=w: none_server(root / f"none-{w}", w, tags),
+                    lambda w=w: basic_auth_server(root / f"basic-{w}", w, tags),
+                    lambda w=w: descope_server(root / f"descope-{w}", w, emu, tags),
                 ]
             targets = _start_all(servers, stack)
+            for t in targets:
+                t.pids = _server_pids(t.url)
             for t in targets:  # warm-up: imports, caches, provisioning, DB connections
                 for call in CALLS:
                     wrk(t, call, 1, connections)
@@ -249,6 +315,7 @@ def run(rounds: int, seconds: int, worker_counts: list[int], connections: int) -
                 "rps": statistics.median(s["requests"] / s["duration_s"] for s in runs),
                 "p50_ms": statistics.median(s["p50_us"] for s in runs) / 1000,
                 "p99_ms": statistics.median(s["p99_us"] for s in runs) / 1000,
+                "cpu_ms": statistics.median(s["server_cpu_ms_per_request"] for s in runs),
                 "requests": sum(int(s["requests"]) for s in runs),
             }
         )
@@ -272,6 +339,8 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
         none = find("none", row["workers"], "admin", row["call"])
         basic = find("basic-auth", row["workers"], row["user"], row["call"])
         row["rps_vs_none"] = row["rps"] / none["rps"] if none and none["rps"] else None
+        row["cpu_vs_none"] = row["cpu_ms"] / none["cpu_ms"] if none and none["cpu_ms"] else None
+        row["cpu_vs_basic_auth"] = row["cpu_ms"] / basic["cpu_ms"] if basic and basic["cpu_ms"] else None
         row["rps_vs_basic_auth"] = row["rps"] / basic["rps"] if basic and basic["rps"] else None
 
 
@@ -284,14 +353,14 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     result = run(args.rounds, args.seconds, args.workers, args.connections)
-    print("| workers | call | auth | user | req/s | p50 ms | p99 ms | x none | x basic-auth |")
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|")
+    print("| workers | call | auth | user | req/s | p50 ms | p99 ms | CPU ms/req | x none | x basic-auth |")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         vs_none = f"{r['rps_vs_none']:.2f}" if r["rps_vs_none"] else ""
         vs_basic = f"{r['rps_vs_basic_auth']:.2f}" if r["rps_vs_basic_auth"] else ""
         print(
             f"| {r['workers']} | {r['call']} | {r['auth']} | {r['user']} | {r['rps']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs_none} | {vs_basic} |"
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_ms']:.2f} | {vs_none} | {vs_basic} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
