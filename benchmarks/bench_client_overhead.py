@@ -31,13 +31,15 @@ from mlflow_descope_auth.client.headers import DescopeHeaderProvider
 from mlflow_descope_auth.emulator import Emulator
 
 LAST_SENT: dict[str, str] = {}
+RECORD = [True]  # only while checking the contenders, not while timing them
 BODY = b'{"experiment": {"experiment_id": "1", "name": "bench", "lifecycle_stage": "active"}}'
 
 
 def canned_send(self: HTTPAdapter, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
     """An in-memory answer in place of the network round trip."""
-    LAST_SENT.clear()
-    LAST_SENT.update({k: str(v) for k, v in request.headers.items()})
+    if RECORD[0]:
+        LAST_SENT.clear()
+        LAST_SENT.update({k: str(v) for k, v in request.headers.items()})
     resp = requests.Response()
     resp.status_code = 200
     resp._content = BODY
@@ -107,6 +109,7 @@ def run(pairs: int) -> dict[str, Any]:
         assert LAST_SENT["Authorization"].startswith("Bearer ") and "X-Descope-User-ID" in LAST_SENT
         no_plugin()
         assert "Authorization" not in LAST_SENT and "X-Descope-User-ID" not in LAST_SENT
+        RECORD[0] = False
         bare: list[float] = []
         plugged: list[float] = []
         own: list[float] = []
