@@ -33,6 +33,11 @@ impl TokenCache {
         TokenCache { capacity, map: RwLock::new(HashMap::new()) }
     }
 
+    /// False for a zero-capacity cache, which stores nothing.
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     pub fn get(&self, key: &TokenDigest, now: i64, epoch: u64) -> Option<Arc<Identity>> {
         if self.capacity == 0 {
             return None;

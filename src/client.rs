@@ -62,21 +62,24 @@ impl DescopeClient {
             // Before hashing: an oversized token costs nothing but this comparison.
             return Err(token::too_long(session_jwt.len(), self.cfg.max_token_bytes));
         }
-        let digest = token_digest(session_jwt);
         let now = unix_now();
         // Before the cache: a refetch that drops a key must invalidate what that key verified.
         self.keys.refresh_if_stale();
         let epoch = self.keys.epoch();
+        // With the cache off (token_cache_size=0) there is nothing to look up or store: no hash.
+        let digest = self.cache.is_enabled().then(|| token_digest(session_jwt));
         // A hit is a token that passed every check below before (same SHA-256), so its header
         // need not be parsed again.
-        if let Some(hit) = self.cache.get(&digest, now, epoch) {
+        if let Some(hit) = digest.as_ref().and_then(|d| self.cache.get(d, now, epoch)) {
             return Ok(hit);
         }
         let header = token::precheck(session_jwt, self.cfg.max_token_bytes)?;
         let key = self.keys.get(&header.kid)?;
         let claims = token::verify(session_jwt, &header, &key, &self.cfg)?;
         let identity = Arc::new(Identity::from_claims(claims, &self.cfg)?);
-        self.cache.insert(digest, identity.clone(), now, epoch);
+        if let Some(digest) = digest {
+            self.cache.insert(digest, identity.clone(), now, epoch);
+        }
         Ok(identity)
     }
 

@@ -6,18 +6,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 
 /// A verification key and the one algorithm it may be used with. The algorithm comes from the key
 /// set, never from a token header.
+///
+/// The key is parsed into aws-lc's native form once, when the key set is fetched. jsonwebtoken's
+/// `DecodingKey` keeps raw bytes and has aws-lc parse them again on every verification (rebuilding
+/// the RSA key from `n`/`e`, decoding and checking the EC point), which cost as much as the
+/// signature check itself for ES256 (see BENCHMARKS.md).
 pub struct VerifyKey {
     pub kid: String,
     pub alg: Algorithm,
-    pub key: DecodingKey,
+    key: ParsedPublicKey,
+}
+
+impl VerifyKey {
+    /// True when `signature` (raw bytes, not base64) is this key's signature over `message`.
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(message, signature).is_ok()
+    }
 }
 
 /// Where keys come from: the Descope key endpoint in production.
@@ -214,8 +229,42 @@ pub fn parse_jwk(raw: &Value) -> Option<VerifyKey> {
         },
         _ => return None,
     };
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    let key = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = URL_SAFE_NO_PAD.decode(&rsa.n).ok()?;
+            let e = URL_SAFE_NO_PAD.decode(&rsa.e).ok()?;
+            RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }.to_parsed_public_key(rsa_params(alg)?).ok()?
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let (x, y) = (URL_SAFE_NO_PAD.decode(&ec.x).ok()?, URL_SAFE_NO_PAD.decode(&ec.y).ok()?);
+            let (verification, size): (&'static sig::EcdsaVerificationAlgorithm, usize) = match alg {
+                Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED, 32),
+                _ => (&sig::ECDSA_P384_SHA384_FIXED, 48),
+            };
+            if x.len() != size || y.len() != size {
+                return None;
+            }
+            // The SEC 1 uncompressed point; aws-lc checks it lies on the curve.
+            let point: Vec<u8> = [&[4u8][..], &x, &y].concat();
+            ParsedPublicKey::new(verification, point).ok()?
+        }
+        _ => return None,
+    };
     Some(VerifyKey { kid, alg, key })
+}
+
+/// The aws-lc verification parameters for an RSA algorithm: PKCS#1 v1.5 or PSS, 2048 to 8192 bits
+/// (what jsonwebtoken's aws-lc backend uses too).
+fn rsa_params(alg: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 from mlflow.tracking import get_tracking_uri
 from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.auth import AuthBase
 
@@ -53,8 +54,18 @@ def _registry_uri() -> str:
     return getattr(registry_utils, "_registry_uri", None) or os.environ.get("MLFLOW_REGISTRY_URI", "")
 
 
+def _tracking_uri() -> str:
+    # What mlflow.get_tracking_uri() answers, its two common cases read directly (it costs a few µs
+    # on every request otherwise): set in-process, or in the environment.
+    return (
+        getattr(tracking_utils, "_tracking_uri", None)
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or get_tracking_uri()
+    )
+
+
 def _allowed_origins() -> frozenset[tuple[str, int]]:
-    return _origins_for(get_tracking_uri(), _registry_uri(), os.environ.get("DESCOPE_ALLOWED_HOSTS", ""))
+    return _origins_for(_tracking_uri(), _registry_uri(), os.environ.get("DESCOPE_ALLOWED_HOSTS", ""))
 
 
 @functools.lru_cache(maxsize=16)

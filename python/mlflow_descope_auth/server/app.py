@@ -30,6 +30,9 @@ def create_app() -> Any:
     from mlflow.server.auth import create_app as create_mlflow_auth_app
 
     inner = create_mlflow_auth_app(flask_app)
+    from mlflow_descope_auth.server import permission_lookups
+
+    permission_lookups.install()
     gate = Gate(client, settings)
     routes = AuthRoutes(gate, client)
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
