@@ -13,7 +13,7 @@ import time
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from .descope_server import DescopeServer
@@ -151,6 +151,44 @@ def test_auth_routes_survive_bad_input(descope: DescopeServer) -> None:
             header_text,
             max_size=3,
         ),
+    )
+    # Pinned examples, so every kind of answer is reached whatever hypothesis draws: the login page
+    # (200), a sign-out (302) and the gate's refusal (401), each with hostile extras.
+    @example(
+        route="/auth/login",
+        method="GET",
+        ds=None,
+        dsr=None,
+        junk="\x00",
+        authorization=None,
+        origin="null",
+        next_value="//evil.example",
+        body=None,
+        extra={},
+    )
+    @example(
+        route="/auth/logout",
+        method="GET",
+        ds="not.a.jwt",
+        dsr=None,
+        junk=None,
+        authorization=None,
+        origin=None,
+        next_value=None,
+        body=None,
+        extra={"Sec-Fetch-Mode": "navigate"},
+    )
+    @example(
+        route="/auth/user",
+        method="GET",
+        ds=None,
+        dsr=None,
+        junk=None,
+        authorization="Bearer x.y.z",
+        origin=None,
+        next_value=None,
+        body=None,
+        extra={},
     )
     def probe(
         route: str,

@@ -102,7 +102,7 @@ def test_reader_signs_in_sees_experiments_is_refused_a_create_and_signs_out(
 
     refused = f"reader-may-not-create-{uuid.uuid4().hex[:8]}"
     page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
+    dialog = page.get_by_role("dialog").filter(has_text="Create Experiment")
     dialog.get_by_role("textbox").first.fill(refused)
     dialog.get_by_role("button", name="Create").click()
     expect(dialog.get_by_text("creating needs EDIT")).to_be_visible()
@@ -126,9 +126,10 @@ def test_admin_creates_an_experiment_in_the_ui(server: DescopeServer, context: B
     # The fragment survived the trip through the login page.
     expect(page).to_have_url(lambda_url_contains("#/experiments"))
     page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
+    dialog = page.get_by_role("dialog").filter(has_text="Create Experiment")
     dialog.get_by_role("textbox").first.fill(name)
     dialog.get_by_role("button", name="Create").click()
+    # MLflow opens the new experiment (which may show guidance popovers, also dialogs).
     expect(dialog).to_be_hidden()
     page.goto(server.url + "/#/experiments")
     expect(page.get_by_role("link", name=name)).to_be_visible()

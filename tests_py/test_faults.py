@@ -211,8 +211,10 @@ def test_descope_unreachable_at_start_then_back(cold: DescopeServer) -> None:
     assert "cannot verify the session right now" in down.json()["message"]
     assert down.headers["Retry-After"] == "5"
     assert token not in down.text
+    # A person at a browser gets the login page saying Descope cannot be reached (with Try again).
     page = get(cold, "/", {**cookie_header(token), **HTML})
-    assert page.status_code == 503, page.text
+    assert page.status_code == 302, page.text
+    assert page.headers["Location"] == "/auth/login?next=/&message=unavailable"
     assert cold.api("GET", "/auth/health").status_code == 503
     assert cold.api("GET", "/health").status_code == 200
 
