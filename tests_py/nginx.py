@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .servers import free_port, wait_http
+from .servers import free_port, stop_group, wait_http
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -88,12 +87,7 @@ def nginx_proxy(upstreams: Sequence[str]) -> Iterator[str]:
             wait_http(f"{url}/health", timeout=60, proc=proc)
             yield url
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
             log.close()
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
