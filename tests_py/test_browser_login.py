@@ -7,7 +7,6 @@ Screenshots of every step go to test-artifacts/browser/ (not committed).
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from mlflow_descope_auth.emulator import Emulator
 from .browser import chromium, screenshot
 from .descope_server import DescopeServer, descope_server
 from .servers import RecordingProxy
+from .test_server_sessions import expired_session
 
 UI_TIMEOUT_MS = 60_000
 
@@ -140,10 +140,7 @@ def test_admin_creates_an_experiment_in_the_ui(server: DescopeServer, context: B
 def test_an_expired_session_lands_on_the_login_page_saying_so(
     server: DescopeServer, emu: Emulator, context: BrowserContext
 ) -> None:
-    claims = emu.session_claims("reader")
-    now = int(time.time())
-    claims.update(iat=now - 1200, exp=now - 600)
-    context.add_cookies([{"name": "DS", "value": emu.sign(claims), "url": server.url}])
+    context.add_cookies([{"name": "DS", "value": expired_session(emu, "reader"), "url": server.url}])
     page = context.new_page()
     page.goto(server.url + "/#/experiments")
     expect(page.locator("#message")).to_have_text("Your session expired. Please sign in again.")

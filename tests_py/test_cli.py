@@ -22,6 +22,7 @@ from mlflow_descope_auth.variables import VARIABLES
 
 from .descope_server import DescopeServer
 from .servers import free_port
+from .test_server_sessions import expired_session
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "mlflow_descope_auth.cli"]
@@ -228,13 +229,6 @@ def test_doctor_passes_for_a_working_setup_and_masks_secrets(descope: DescopeSer
     assert re.search(r"DESCOPE_JWT_LEEWAY +\(default\) 5", out.stdout)
 
 
-def expired_token(emu: Emulator) -> str:
-    claims = emu.session_claims("reader")
-    now = int(time.time())
-    claims.update(iat=now - 1200, exp=now - 600)
-    return emu.sign(claims)
-
-
 def future_token(emu: Emulator) -> str:
     claims = emu.session_claims("reader")
     now = int(time.time())
@@ -286,9 +280,11 @@ def test_doctor_explains_each_failure_in_one_line(
                 other, DESCOPE_ACCESS_KEY=secrets[-1], MLFLOW_TRACKING_URI=descope.url,
                 MLFLOW_TRACKING_AUTH="descope"))  # fmt: skip
     else:
-        token = {"expired": expired_token, "clock": future_token, "wrong project": other_project_token}[case](
-            emu
-        )
+        token = {
+            "expired": lambda e: expired_session(e, "reader"),
+            "clock": future_token,
+            "wrong project": other_project_token,
+        }[case](emu)
         secrets.append(token)
         env = client_env(emu, DESCOPE_SESSION_TOKEN=token)
     if case != "server refuses":
