@@ -54,6 +54,7 @@ impl Identity {
                 ))
             })?,
         };
+        check_username(&username)?;
         let expires_at =
             claims.get("exp").and_then(Value::as_i64).ok_or_else(|| Error::invalid("it has no numeric 'exp' claim"))?;
         let tenants = tenants(&claims);
@@ -100,6 +101,23 @@ fn role_level(
 ) -> Option<Permission> {
     let all_roles = roles.iter().chain(tenants.values().flat_map(|t| t.roles.iter()));
     all_roles.filter_map(|role| mapping.iter().find(|(r, _)| r == role).map(|(_, p)| *p)).max()
+}
+
+/// MLflow's longest username (3.18 refuses more).
+const MAX_USERNAME_CHARS: usize = 255;
+
+/// The username is MLflow's key for a user's grants and runs: one that could be confused with
+/// another (surrounding or only blanks, control characters) or that MLflow cannot store is refused
+/// rather than altered. The reserved names are MLflow's own (the bootstrap admin is refused by the
+/// server; `__user_<n>__` is MLflow's per-user role namespace).
+fn check_username(username: &str) -> Result<()> {
+    if username.trim() != username || username.chars().any(char::is_control) {
+        return Err(Error::invalid("its username claim has surrounding blanks or control characters"));
+    }
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(Error::invalid(format!("its username claim is longer than {MAX_USERNAME_CHARS} characters")));
+    }
+    Ok(())
 }
 
 fn string_claim(claims: &Claims, name: &str) -> Option<String> {
@@ -198,5 +216,20 @@ mod tests {
         assert!(err.contains("DESCOPE_USERNAME_CLAIM"), "{err}");
         let id = Identity::from_claims(claims(json!({"dsub": "a", "exp": 1, "email": "e@x"})), &c).unwrap();
         assert_eq!((id.user_id.as_str(), id.username.as_str()), ("a", "e@x"));
+    }
+
+    #[test]
+    fn usernames_that_could_pass_for_another_are_refused() {
+        let mut c = cfg();
+        c.username_claim = "email".into();
+        let long = "a".repeat(256);
+        for bad in ["", " ", "e@x ", " e@x", "e@x\n", "e\u{0}@x", long.as_str()] {
+            let result = Identity::from_claims(claims(json!({"sub": "a", "exp": 1, "email": bad})), &c);
+            assert!(result.is_err(), "{bad:?} accepted");
+        }
+        let fine = "a".repeat(255);
+        assert!(Identity::from_claims(claims(json!({"sub": "a", "exp": 1, "email": fine})), &c).is_ok());
+        let sub = Identity::from_claims(claims(json!({"sub": " a", "exp": 1})), &cfg());
+        assert!(sub.is_err());
     }
 }

@@ -274,3 +274,19 @@ def test_get_descope_client_reads_the_environment(
     assert identity.is_admin
     monkeypatch.setenv("DESCOPE_ADMIN_ROLES", "")
     assert not mda.get_descope_client().validate_session(emulator.login("editor")["sessionJwt"]).is_admin
+
+
+@pytest.mark.parametrize(
+    "username", ["", " ", " ada@example.com", "ada@example.com\n", "a\u0000b", "a" * 256]
+)
+def test_a_username_claim_that_could_pass_for_another_user_is_refused(
+    emulator: Emulator, username: str
+) -> None:
+    """The username claim keys a user's grants and runs in MLflow: missing, blank, padded, with
+    control characters or longer than MLflow stores, the session is refused, never altered."""
+    client = DescopeClient(emulator.project_id, base_url=emulator.base_url, username_claim="email")
+    token = emulator.sign({**emulator.session_claims("editor"), "email": username})
+    with pytest.raises(mda.InvalidTokenError):
+        client.validate_session(token)
+    fine = emulator.sign({**emulator.session_claims("editor"), "email": "ada@example.com"})
+    assert client.validate_session(fine).username == "ada@example.com"

@@ -130,6 +130,30 @@ def test_a_grant_on_one_replica_applies_on_the_other_at_once(shared: Cluster) ->
     assert create_run(one, emu, "reader", experiment).status_code == 403
 
 
+def test_a_demoted_admins_old_token_gives_no_admin_rights_on_the_other_replica(shared: Cluster) -> None:
+    """Admin status comes from the token and the auth DB's current state, never from what one
+    process last wrote: an old admin token sent once to replica 0 (the user was admin when it was
+    issued) must not leave the user admin for replica 1, which already saw the demoted session."""
+    emu = shared.emulator
+    one, two = shared.replicas[0].url, shared.replicas[1].url
+    experiment = create_experiment(one, emu, "admin")
+    now = int(time.time())
+    # Signed by the emulator's real key, as Descope signed it while the editor still had the role.
+    old_admin = {
+        "Authorization": "Bearer "
+        + emu.sign({**emu.session_claims("editor"), "roles": ["admin"], "iat": now, "exp": now + 120})
+    }
+    me = username(two, emu, "editor")  # replica 1 has now seen the current, non-admin session
+    # Replica 0 provisions the user as the old token says: admin, in the shared auth DB.
+    assert requests.get(f"{one}/auth/user", headers=old_admin, timeout=TIMEOUT).json()["is_admin"] is True
+
+    grant = {"username": me, "resource_type": "experiment", "resource_id": experiment, "permission": "MANAGE"}
+    resp = call(two, "POST", GRANT, emu, "editor", json=grant)
+    assert resp.status_code == 403, resp.text
+    resp = call(two, "GET", "/auth/user", emu, "editor")
+    assert resp.json()["is_admin"] is False
+
+
 def test_rotating_refresh_tokens_behind_round_robin_keep_the_browser_signed_in(shared: Cluster) -> None:
     """A browser's bursts of requests through nginx (round-robin over both replicas) every time its
     session has expired: each burst refreshes its one rotating refresh token exactly once across the

@@ -17,6 +17,7 @@ from mlflow_descope_auth.server.settings import ServerSettings
 def create_app() -> Any:
     from mlflow_descope_auth.server import authz, bootstrap
     from mlflow_descope_auth.server.gate import Gate
+    from mlflow_descope_auth.server.route_policy import RoutePolicy, RouteTable
     from mlflow_descope_auth.server.routes import AuthRoutes
     from mlflow_descope_auth.settings import get_descope_client
 
@@ -35,13 +36,14 @@ def create_app() -> Any:
     permission_lookups.install()
     gate = Gate(client, settings)
     routes = AuthRoutes(gate, client)
+    policy = RoutePolicy(RouteTable.for_app(inner, flask_app, settings.static_prefix))
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
         from mlflow_descope_auth.server.asgi import DescopeASGIMiddleware
 
-        return DescopeASGIMiddleware(inner, gate, routes)
+        return DescopeASGIMiddleware(inner, gate, routes, policy)
     from mlflow_descope_auth.server.wsgi import DescopeWSGIMiddleware
 
-    return DescopeWSGIMiddleware(inner, gate, routes)
+    return DescopeWSGIMiddleware(inner, gate, routes, policy)
 
 
 def _refuse_to_start_without_config() -> None:

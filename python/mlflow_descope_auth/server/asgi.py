@@ -9,9 +9,10 @@ from typing import Any
 
 import anyio.to_thread
 
-from mlflow_descope_auth.server.attribution import is_create_run, rewrite_create_run
+from mlflow_descope_auth.server import body_rules
 from mlflow_descope_auth.server.gate import Gate, Verdict
-from mlflow_descope_auth.server.http import MAX_AUTH_BODY, MAX_CREATE_RUN_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.http import MAX_AUTH_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.route_policy import RoutePolicy
 from mlflow_descope_auth.server.routes import AuthRoutes
 
 Scope = MutableMapping[str, Any]
@@ -71,10 +72,11 @@ def _apply_header_changes(scope: Scope, changes: dict[str, str | None]) -> Scope
 
 
 class DescopeASGIMiddleware:
-    def __init__(self, app: ASGIApp, gate: Gate, routes: AuthRoutes) -> None:
+    def __init__(self, app: ASGIApp, gate: Gate, routes: AuthRoutes, policy: RoutePolicy) -> None:
         self.app = app
         self.gate = gate
         self.routes = routes
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -98,15 +100,27 @@ class DescopeASGIMiddleware:
             await self._auth_route(req, verdict, receive, send)
             return
         scope = _apply_header_changes(scope, verdict.header_changes)
-        if verdict.identity is not None and is_create_run(req.method, req.path):
-            body = await read_body(receive, MAX_CREATE_RUN_BODY)
-            if body is None:
-                await send_response(send, too_large())
+        send = _with_cookies(send, verdict.set_cookies)
+        identity = verdict.identity
+        if identity is not None:  # None only on the gate's public paths
+            refusal, template = self.policy.check(req.method, req.path, identity)
+            if refusal is not None:
+                await send_response(send, refusal)
                 return
-            body = rewrite_create_run(body, verdict.identity)
-            receive = _Replay(body, receive)
-            scope = _apply_header_changes(scope, {"content-length": str(len(body))})
-        await self.app(scope, receive, _with_cookies(send, verdict.set_cookies))
+            if template is not None and body_rules.needs_body(req.method, template):
+                body = await read_body(receive, body_rules.MAX_JUDGED_BODY)
+                if body is None:
+                    await send_response(send, too_large())
+                    return
+                judged = body_rules.judge(req.method, req.path, template, body, identity)
+                if isinstance(judged, Response):
+                    await send_response(send, judged)
+                    return
+                receive = _Replay(judged, receive)
+                scope = _apply_header_changes(
+                    scope, {"content-length": str(len(judged)), "transfer-encoding": None}
+                )
+        await self.app(scope, receive, send)
 
     async def _auth_route(self, req: Request, verdict: Verdict, receive: Receive, send: Send) -> None:
         body = await read_body(receive, MAX_AUTH_BODY)

@@ -4,24 +4,16 @@ client sent (``user_id``, ``mlflow.user`` and the ``descope.*`` tags of the clie
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mlflow_descope_auth._core import Identity
 from mlflow_descope_auth.client.identity_fields import identity_fields
 
-CREATE_RUN_SUFFIX = "/mlflow/runs/create"
 
-
-def is_create_run(method: str, path: str) -> bool:
-    return method == "POST" and path.endswith(CREATE_RUN_SUFFIX)
-
-
-def rewrite_create_run(body: bytes, identity: Identity) -> bytes:
-    """The CreateRun JSON body with the verified identity; anything that is not a JSON object is
-    returned unchanged for MLflow to reject."""
-    try:
-        message = json.loads(body or b"{}")
-    except ValueError:
-        return body
+def rewrite_create_run(message: Any, identity: Identity, body: bytes) -> bytes:
+    """The CreateRun body with the verified identity. ``message`` is the body as MLflow decodes it
+    (``body_rules.mlflow_json``); anything but a JSON object is passed on unchanged (``body``) for
+    MLflow to reject."""
     if not isinstance(message, dict):
         return body
     verified = {"mlflow.user": identity.username}
@@ -35,6 +27,7 @@ def rewrite_create_run(body: bytes, identity: Identity) -> bytes:
             and (t.get("key") == "mlflow.user" or str(t.get("key", "")).startswith("descope."))
         )
     ]
+    message = {k: v for k, v in message.items() if k != "userId"}  # the proto's JSON name of user_id
     message["tags"] = kept + [{"key": k, "value": v} for k, v in verified.items()]
     message["user_id"] = identity.username
     return json.dumps(message).encode()

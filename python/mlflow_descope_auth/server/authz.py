@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import threading
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
@@ -30,7 +29,6 @@ from mlflow_descope_auth.settings import get_descope_client
 
 _log = logging.getLogger(__name__)
 
-LEVELS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 # Resource types whose wildcard grant carries a user's role-derived baseline level: the top-level ones
 # only. Child types (runs, traces, scorers, ...) fall back to their experiment in MLflow, and a grant
 # on a child type would override that fallback (MLflow's "tier override").
@@ -42,16 +40,15 @@ BASELINE_RESOURCE_TYPES = (
     "gateway_endpoint",
     "gateway_model_definition",
     "mcp_server",
+    "skill",  # MLflow 3.18; skipped where MLflow does not know the type or the level
 )
-# Creating a top-level resource needs a baseline of EDIT: MLflow alone lets any user create.
-_TOP_LEVEL_CREATE_SUFFIXES = (
-    "/mlflow/experiments/create",
-    "/mlflow/registered-models/create",
-    "/mlflow/gateway/secrets/create",
-    "/mlflow/gateway/endpoints/create",
-    "/mlflow/gateway/model-definitions/create",
-)
-_MCP_SERVERS_ROOT = ("/api/3.0/mlflow/mcp-servers", "/ajax-api/3.0/mlflow/mcp-servers")
+# The baseline lives in MLflow roles of its own (one per level), never in a user's own grants: an
+# admin's grant on "*" in MLflow's admin page and the role-derived baseline do not overwrite each
+# other. Descope roles decide which baseline role a user holds; nothing else does.
+BASELINE_ROLE_PREFIX = "descope-baseline-"
+# MLflow stores no NO_PERMISSIONS grant (no grant means the default); a role mapped below
+# DESCOPE_DEFAULT_PERMISSION therefore cannot lower it (README, permission model).
+BASELINE_LEVELS = ("READ", "USE", "EDIT", "MANAGE")
 
 # The client the server was built with (set by app.create_app, so the per-request path does not
 # re-read the environment); get_descope_client() when this module is used on its own.
@@ -61,11 +58,6 @@ _client: DescopeClient | None = None
 def use_client(client: DescopeClient) -> None:
     global _client
     _client = client
-
-
-# username -> (is_admin, permission) last written to the user store by this process.
-_synced: dict[str, tuple[bool, str]] = {}
-_sync_lock = threading.Lock()
 
 
 def _json_error(status: int, code: str, message: str) -> Response:
@@ -114,56 +106,102 @@ def _authorize() -> Authorization | Response:
     if identity.username == BOOTSTRAP_ADMIN or identity.username.startswith("__"):
         return _json_error(403, "PERMISSION_DENIED", f"the username '{identity.username}' is reserved")
     provision(identity)
-    read_only = LEVELS.index(identity.permission) < LEVELS.index("EDIT")
-    if not identity.is_admin and read_only and _creates_top_level(request.method, request.path):
-        return _json_error(
-            403,
-            "PERMISSION_DENIED",
-            f"your Descope roles give {identity.permission} access; creating needs EDIT "
-            "(DESCOPE_ROLE_PERMISSIONS, DESCOPE_DEFAULT_PERMISSION)",
-        )
     return Authorization("bearer", {"username": identity.username})
 
 
-def _creates_top_level(method: str, path: str) -> bool:
-    if method != "POST":
-        return False
-    path = path.rstrip("/")
-    return path.endswith(_TOP_LEVEL_CREATE_SUFFIXES) or path.endswith(_MCP_SERVERS_ROOT)
-
-
 def provision(identity: Identity) -> None:
-    """Creates the user on first sight and brings ``is_admin`` and the baseline grants in line with
-    the token. Writes only when something changed since this process last wrote."""
-    state = (identity.is_admin, identity.permission)
-    if _synced.get(identity.username) == state:
-        return
+    """Brings the user's MLflow record in line with the verified token: created on first sight,
+    ``is_admin`` and the baseline role as Descope's roles say. Compared with the database's current
+    state on every request (read once per request; MLflow reads the user anyway), never with a memo
+    of this process: another worker or replica may have written something else since."""
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth import auth_config, store
 
-    with _sync_lock:
-        if _synced.get(identity.username) == state:
-            return
-        username = identity.username
-        if not store.has_user(username, use_primary=True):
-            try:
-                # A random password nobody knows: this plugin never authenticates with passwords.
-                store.create_user(username, secrets.token_urlsafe(32), is_admin=identity.is_admin)
-                _log.info("Provisioned Descope user %s (admin=%s)", username, identity.is_admin)
-            except MlflowException:
-                pass  # another worker created it a moment ago
+    username = identity.username
+    try:
+        user = store.get_user(username)
+    except MlflowException:
+        try:
+            # A random password nobody knows: this plugin never authenticates with passwords.
+            store.create_user(username, secrets.token_urlsafe(32), is_admin=identity.is_admin)
+            _log.info("Provisioned Descope user %s (admin=%s)", username, identity.is_admin)
+        except MlflowException:
+            pass  # another worker created it a moment ago
+        user = store.get_user(username)
+    if bool(user.is_admin) != identity.is_admin:
         store.update_user(username, is_admin=identity.is_admin)
-        baseline = identity.permission if not identity.is_admin else None
-        for resource_type in BASELINE_RESOURCE_TYPES:
-            if baseline is None or baseline == auth_config.default_permission:
-                _revoke_quietly(store, username, resource_type)
-            else:
-                store.grant_user_permission(username, resource_type, "*", baseline)
-        _synced[username] = state
+        _log.info("MLflow admin flag of %s set to %s from the Descope roles", username, identity.is_admin)
+    level = identity.permission
+    baseline = not identity.is_admin and level != auth_config.default_permission and level in BASELINE_LEVELS
+    wanted = f"{BASELINE_ROLE_PREFIX}{level}" if baseline else None
+    held = {r.name: r.id for r in store.list_user_roles(user.id) if r.name.startswith(BASELINE_ROLE_PREFIX)}
+    for name, role_id in held.items():
+        if name != wanted:
+            with contextlib.suppress(MlflowException):  # another worker did it a moment ago
+                store.unassign_role_from_user(user.id, role_id)
+    if wanted is not None and wanted not in held:
+        with contextlib.suppress(MlflowException):
+            store.assign_role_to_user(user.id, baseline_role_id(wanted))
 
 
-def _revoke_quietly(store: object, username: str, resource_type: str) -> None:
+def baseline_role_id(name: str) -> int:
+    from mlflow.server.auth import store
+    from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
+
+    return int(store.get_role_by_name(DEFAULT_WORKSPACE_NAME, name).id)
+
+
+def baseline_roles_exist() -> bool:
+    from mlflow.server.auth import store
+
+    return any(r.name.startswith(BASELINE_ROLE_PREFIX) for r in store.list_roles())
+
+
+def ensure_baseline_roles() -> None:
+    """The baseline roles with exactly their wildcard grants (an edit in the admin page is undone
+    here, at start-up). Runs under bootstrap's locks."""
     from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import store
+    from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
-    with contextlib.suppress(MlflowException):  # no wildcard grant to remove
-        store.revoke_user_resource_permission(username, resource_type, "*")  # type: ignore[attr-defined]
+    for level in BASELINE_LEVELS:
+        name = f"{BASELINE_ROLE_PREFIX}{level}"
+        try:
+            role = store.get_role_by_name(DEFAULT_WORKSPACE_NAME, name)
+        except MlflowException:
+            role = store.create_role(
+                name,
+                DEFAULT_WORKSPACE_NAME,
+                f"Baseline from Descope roles ({level}); managed by mlflow-descope-auth",
+            )
+        have = {(p.resource_type, p.resource_pattern): p for p in store.list_role_permissions(role.id)}
+        for key, grant in have.items():
+            if key[0] not in BASELINE_RESOURCE_TYPES or key[1] != "*" or grant.permission != level:
+                store.remove_role_permission(grant.id)
+        for resource_type in BASELINE_RESOURCE_TYPES:
+            current = have.get((resource_type, "*"))
+            if current is None or current.permission != level:
+                with contextlib.suppress(MlflowException):  # a type or level this MLflow lacks
+                    store.add_role_permission(role.id, resource_type, "*", level)
+
+
+def forget_legacy_baseline_grants() -> None:
+    """Versions before 0.2 wrote the baseline as each user's own wildcard grants on every baseline
+    type at one level. Such a complete set is removed once (when the baseline roles are first
+    created), so it does not outlive a change of the user's Descope roles; any other grant on "*"
+    is a person's and stays."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import store
+
+    legacy_types = set(BASELINE_RESOURCE_TYPES) - {"skill"}
+    for user in store.list_users():
+        for role in store.list_user_roles(user.id):
+            if not role.name.startswith("__user_"):
+                continue
+            wildcard = [p for p in store.list_role_permissions(role.id) if p.resource_pattern == "*"]
+            levels = {p.permission for p in wildcard if p.resource_type in legacy_types}
+            if {p.resource_type for p in wildcard} >= legacy_types and len(levels) == 1:
+                for grant in wildcard:
+                    if grant.resource_type in legacy_types:
+                        with contextlib.suppress(MlflowException):
+                            store.remove_role_permission(grant.id)

@@ -137,5 +137,10 @@ def prepare(settings: ServerSettings, default_permission: str) -> None:
             store.init_db(auth_config.database_uri)  # type: ignore[no-untyped-call]
             if not store.has_user(BOOTSTRAP_ADMIN, use_primary=True):
                 store.create_user(BOOTSTRAP_ADMIN, secrets.token_urlsafe(32), is_admin=True)
+            from mlflow_descope_auth.server import authz
+
+            if not authz.baseline_roles_exist():
+                authz.forget_legacy_baseline_grants()
+            authz.ensure_baseline_roles()
     # Tells create_app the admin exists, so it only connects instead of migrating again.
     os.environ["_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"] = "true"

@@ -83,7 +83,6 @@ def error(status: int, code: str, message: str, headers: list[tuple[str, str]] |
 
 # Request bodies the gate reads itself (both adapters): the /auth endpoints and CreateRun.
 MAX_AUTH_BODY = 64 * 1024
-MAX_CREATE_RUN_BODY = 1024 * 1024
 
 
 def too_large() -> Response:

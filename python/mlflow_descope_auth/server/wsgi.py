@@ -7,9 +7,10 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mlflow_descope_auth.server.attribution import is_create_run, rewrite_create_run
+from mlflow_descope_auth.server import body_rules
 from mlflow_descope_auth.server.gate import Gate
-from mlflow_descope_auth.server.http import MAX_AUTH_BODY, MAX_CREATE_RUN_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.http import MAX_AUTH_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.route_policy import RoutePolicy
 from mlflow_descope_auth.server.routes import AuthRoutes
 
 StartResponse = Callable[..., Any]
@@ -62,10 +63,11 @@ def _respond(start_response: StartResponse, response: Response) -> list[bytes]:
 
 
 class DescopeWSGIMiddleware:
-    def __init__(self, app: WSGIApp, gate: Gate, routes: AuthRoutes) -> None:
+    def __init__(self, app: WSGIApp, gate: Gate, routes: AuthRoutes, policy: RoutePolicy) -> None:
         self.app = app
         self.gate = gate
         self.routes = routes
+        self.policy = policy
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         req = request_from_environ(environ)
@@ -89,18 +91,27 @@ class DescopeWSGIMiddleware:
                 environ.pop(key, None)
             else:
                 environ[key] = value
-        if verdict.identity is not None and is_create_run(req.method, req.path):
-            body = _read_body(environ, MAX_CREATE_RUN_BODY)
-            if body is None:
-                return _respond(start_response, too_large())
-            body = rewrite_create_run(body, verdict.identity)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-        if not verdict.set_cookies:
-            return self.app(environ, start_response)
-        cookies = verdict.set_cookies
+        if verdict.set_cookies:
+            cookies, plain_start = verdict.set_cookies, start_response
 
-        def start_with_cookies(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            return start_response(status, [*headers, *cookies], exc_info)
+            def start_with_cookies(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                return plain_start(status, [*headers, *cookies], exc_info)
 
-        return self.app(environ, start_with_cookies)
+            start_response = start_with_cookies
+        identity = verdict.identity
+        if identity is not None:  # None only on the gate's public paths
+            refusal, template = self.policy.check(req.method, req.path, identity)
+            if refusal is not None:
+                return _respond(start_response, refusal)
+            if template is not None and body_rules.needs_body(req.method, template):
+                body = _read_body(environ, body_rules.MAX_JUDGED_BODY)
+                if body is None:
+                    return _respond(start_response, too_large())
+                judged = body_rules.judge(req.method, req.path, template, body, identity)
+                if isinstance(judged, Response):
+                    return _respond(start_response, judged)
+                # MLflow reads exactly the body that was judged.
+                environ["wsgi.input"] = io.BytesIO(judged)
+                environ["CONTENT_LENGTH"] = str(len(judged))
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.app(environ, start_response)
