@@ -261,12 +261,11 @@ def test_the_admin_switch_is_refused_with_a_reason(server: DescopeServer) -> Non
     user = server.api("GET", f"/api/2.0/mlflow/users/get?username={reader}", "admin")
     assert user.status_code == 200, user.text
     assert user.json()["user"]["is_admin"] is False
-    for path, body in (
-        ("/api/2.0/mlflow/users/create", {"username": unique("pw"), "password": "x" * 16}),
-        ("/api/2.0/mlflow/users/update-password", {"username": reader, "password": "x" * 16}),
+    for method, path, who in (
+        ("POST", "/api/2.0/mlflow/users/create", unique("pw")),
+        ("PATCH", "/api/2.0/mlflow/users/update-password", reader),
     ):
-        method = "PATCH" if path.endswith("password") else "POST"
-        resp = server.api(method, path, "admin", json=body)
+        resp = server.api(method, path, "admin", json={"username": who, "password": "x" * 16})
         assert resp.status_code == 403, resp.text
 
 

@@ -14,10 +14,13 @@ import pytest
 import requests
 from flask import Flask
 
+from mlflow_descope_auth.server import permission_lookups
 from mlflow_descope_auth.server.permission_lookups import (
+    KNOWN_RUN_LOOKUPS,
     RunExperiments,
     fast_run_requirement,
     memoize_users_per_request,
+    mlflow_run_lookup_digest,
 )
 
 from .descope_server import DescopeServer
@@ -44,6 +47,43 @@ def test_the_fast_run_requirement_answers_like_mlflow(
     missing = "0" * 32
     assert fast(missing, "read") is None
     assert original(missing, "read") is None
+
+
+def test_the_run_lookup_was_checked_against_this_mlflow() -> None:
+    """The fast run lookup reproduces MLflow's private `_run_requirement`: every MLflow the suite runs
+    against (scripts/test.sh: 3.17.2, and 3.18.0 in .venv-mlflow318) must have a version of it that was
+    read and found the same. A new one fails here: read its source, then add its digest."""
+    import mlflow
+    import mlflow.server.auth as mlflow_auth
+
+    original = mlflow_auth._run_requirement
+    original = getattr(original, "__wrapped__", original)
+    digest = mlflow_run_lookup_digest(original)
+    assert digest in KNOWN_RUN_LOOKUPS, f"MLflow {mlflow.__version__}: unchecked run lookup {digest}"
+
+
+def test_install_steps_aside_over_a_run_lookup_it_does_not_know(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.server.auth as mlflow_auth
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    original = mlflow_auth._run_requirement
+    original = getattr(original, "__wrapped__", original)
+    monkeypatch.setattr(mlflow_auth, "store", SqlAlchemyStore())  # the memo wraps this one, not MLflow's
+
+    def other_run_requirement(run_id: str, action: str) -> Any:
+        return None
+
+    monkeypatch.setattr(mlflow_auth, "_run_requirement", other_run_requirement)
+    assert permission_lookups.install() == {"user_memo"}
+    assert mlflow_auth._run_requirement is other_run_requirement
+    assert mlflow_auth.store.get_user.descope_memo  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(mlflow_auth, "_run_requirement", original)
+    assert permission_lookups.install() == {"user_memo", "run_requirement"}
+    assert mlflow_auth._run_requirement.descope_fast  # type: ignore[attr-defined]
+    assert mlflow_auth._run_requirement.__wrapped__ is original  # type: ignore[attr-defined]
+    assert permission_lookups.install() == {"user_memo", "run_requirement"}  # idempotent
+    assert mlflow_auth._run_requirement.__wrapped__ is original  # type: ignore[attr-defined]
 
 
 def test_the_run_map_stays_bounded(tmp_path: Path) -> None:

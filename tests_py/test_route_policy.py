@@ -243,3 +243,15 @@ def test_create_run_is_rewritten_with_the_verified_user(emulator: Emulator, clie
         assert message["user_id"] == editor.username and "userId" not in message
         assert {"key": "mlflow.user", "value": editor.username} in message["tags"]
         assert {"key": "mlflow.user", "value": "mallory"} not in message["tags"]
+
+
+def test_a_promptlab_run_is_attributed_like_any_run(emulator: Emulator, client: DescopeClient) -> None:
+    editor = identity(emulator, client, "editor")
+    sent = {"experiment_id": "1", "user_id": "mallory", "tags": [{"key": "descope.email", "value": "m@x"}]}
+    judged = body_rules.judge(
+        "POST", "", "API/2.0/mlflow/runs/create-promptlab-run", json.dumps(sent).encode(), editor
+    )
+    assert isinstance(judged, bytes)
+    message = json.loads(judged)
+    assert message["user_id"] == editor.username
+    assert {"key": "descope.email", "value": "m@x"} not in message["tags"]

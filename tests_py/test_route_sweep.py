@@ -10,26 +10,23 @@ for a browser page load, a redirect to the login page).
 
 from __future__ import annotations
 
-import ast
 import http.client
-import importlib.util
 import json
-import re
 import subprocess
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
+import mlflow
 import pytest
 import requests
+from packaging.version import Version
 from requests.adapters import HTTPAdapter
 
 from mlflow_descope_auth import DescopeClient
@@ -38,6 +35,7 @@ from mlflow_descope_auth.server.gate import Gate
 from mlflow_descope_auth.server.settings import ServerSettings
 
 from .descope_server import DescopeServer, descope_server, server_env
+from .mlflow_routes import WEBSOCKET, Enumeration, Route, enumerate_routes
 from .servers import free_port, server_process
 
 # What the gate lets through without a session (see the README and gate.py).
@@ -46,157 +44,11 @@ PUBLIC_PREFIXES = ("/auth/static/",)
 # The only one of them that is an MLflow route: everything else public is served by the gate itself.
 MLFLOW_PUBLIC_ROUTES = frozenset({"/health"})
 
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-WEBSOCKET = "WEBSOCKET"  # pseudo-method for a websocket route (none in MLflow 3.17.2)
 WORKERS = 8
 
 
 # -- enumeration ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Route:
-    path: str  # concrete: every template parameter replaced by a sample value
-    method: str
-    templates: set[str] = field(default_factory=set)
-    sources: set[str] = field(default_factory=set)  # "flask", "fastapi", "auth"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.path, self.method)
-
-
-_FLASK_PARAM = re.compile(r"<(?:(\w+)(?:\([^>]*\))?:)?(\w+)>")
-_FASTAPI_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
-
-
-def concrete(template: str) -> str:
-    """`<int:x>`, `<x>`, `{x}` -> `1`; `<path:x>`, `{x:path}` -> `x/y`."""
-    path = _FLASK_PARAM.sub(lambda m: "x/y" if m.group(1) == "path" else "1", template)
-    return _FASTAPI_PARAM.sub(lambda m: "x/y" if m.group(2) == "path" else "1", path)
-
-
-def flask_routes(app: Any) -> Iterator[tuple[str, str]]:
-    for rule in app.url_map.iter_rules():
-        for method in sorted(set(rule.methods) - {"HEAD", "OPTIONS"}):
-            yield str(rule.rule), method
-
-
-def fastapi_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Walks FastAPI's routes, including the routers it keeps unflattened (FastAPI >= 0.13x)."""
-    from starlette.routing import Mount
-
-    for route in routes:
-        if isinstance(route, Mount):
-            if route.path == "":
-                continue  # the Flask app, mounted at "/": enumerated from its url_map
-            if route.routes:
-                yield from fastapi_routes(route.routes, prefix + route.path)
-            else:  # an opaque sub-application: at least its own prefix must be gated
-                for method in HTTP_METHODS:
-                    yield prefix + route.path + "/x/y", method
-            continue
-        context = getattr(route, "include_context", None)
-        if context is not None:
-            sub = route.original_router
-            children = [*sub.routes, *getattr(sub, "_low_priority_routes", [])]
-            yield from fastapi_routes(children, prefix + context.prefix)
-        elif hasattr(route, "path"):
-            methods = getattr(route, "methods", None)
-            for method in sorted(methods) if methods else [WEBSOCKET]:
-                if method not in ("HEAD", "OPTIONS"):
-                    yield prefix + route.path, method
-
-
-def auth_routes(flask: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    """The routes `mlflow.server.auth.create_app` adds, without running it (it would open its store):
-    the paths are the constants of `mlflow.server.auth.routes`, the methods come from the
-    `add_url_rule(...)` calls and route tables in `mlflow/server/auth/__init__.py`. A constant whose
-    methods cannot be found that way is swept with every method."""
-    import mlflow.server.auth.routes as constants
-
-    spec = importlib.util.find_spec("mlflow.server.auth")
-    assert spec is not None and spec.origin is not None
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    methods: dict[str, set[str]] = {}
-
-    def strings(node: ast.AST | None) -> list[str]:
-        if isinstance(node, ast.List | ast.Tuple | ast.Set):
-            return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
-        return []
-
-    def rule_of(call: ast.Call) -> tuple[ast.expr | None, list[str]]:
-        kw = {k.arg: k.value for k in call.keywords}
-        return kw.get("rule", call.args[0] if call.args else None), strings(kw.get("methods"))
-
-    def is_add_url_rule(node: ast.AST) -> bool:
-        return (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "add_url_rule"
-        )
-
-    for node in ast.walk(tree):
-        if is_add_url_rule(node):  # app.add_url_rule(rule=SIGNUP, methods=["GET"])
-            assert isinstance(node, ast.Call)
-            rule, verbs = rule_of(node)
-            if isinstance(rule, ast.Name) and rule.id.isupper():
-                methods.setdefault(rule.id, set()).update(verbs)
-        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
-            # for rule in [CREATE_USER, AJAX_CREATE_USER]: app.add_url_rule(rule=rule, methods=[...])
-            names = [e.id for e in getattr(node.iter, "elts", []) if isinstance(e, ast.Name)]
-            for call in filter(is_add_url_rule, ast.walk(node)):
-                assert isinstance(call, ast.Call)
-                rule, verbs = rule_of(call)
-                if isinstance(rule, ast.Name) and rule.id == node.target.id:
-                    for name in names:
-                        methods.setdefault(name, set()).update(verbs)
-        elif isinstance(node, ast.Tuple):
-            # _RBAC_ROUTES = [(create_role, "POST", CREATE_ROLE, AJAX_CREATE_ROLE), ...]
-            verbs = [v for v in strings(node) if v in HTTP_METHODS]
-            names = [e.id for e in node.elts if isinstance(e, ast.Name) and e.id.isupper()]
-            if len(verbs) == 1 and names and isinstance(getattr(constants, names[0], None), str):
-                for name in names:
-                    methods.setdefault(name, set()).update(verbs)
-
-    flask_methods: dict[str, set[str]] = {}
-    for template, method in flask:
-        flask_methods.setdefault(template, set()).add(method)
-    for name, value in sorted(vars(constants).items()):
-        if name.isupper() and isinstance(value, str) and value.startswith("/"):
-            served = methods.get(name) or flask_methods.get(value) or set(HTTP_METHODS)
-            for method in sorted(served):
-                yield value, method
-
-
-@dataclass
-class Enumeration:
-    routes: dict[tuple[str, str], Route]
-    flask: list[tuple[str, str]]
-    fastapi: list[tuple[str, str]]
-    auth: list[tuple[str, str]]
-
-    def select(self, *sources: str) -> list[Route]:
-        return [r for r in self.routes.values() if r.sources & set(sources)]
-
-
-def enumerate_routes() -> Enumeration:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mlflow.server
-        from mlflow.server.fastapi_app import create_fastapi_app
-
-        flask = sorted(set(flask_routes(mlflow.server.app)))
-        native = sorted(set(fastapi_routes(create_fastapi_app(mlflow.server.app).routes)))
-        auth = sorted(set(auth_routes(flask)))
-    routes: dict[tuple[str, str], Route] = {}
-    for source, pairs in (("flask", flask), ("fastapi", native), ("auth", auth)):
-        for template, method in pairs:
-            route = routes.setdefault((concrete(template), method), Route(concrete(template), method))
-            route.templates.add(template)
-            route.sources.add(source)
-    return Enumeration(routes, flask, native, auth)
 
 
 @pytest.fixture(scope="module")
@@ -469,6 +321,20 @@ def waitress_server(
 # -- tests ----------------------------------------------------------------------------------------
 
 
+# Sample routes of later MLflow releases than 3.17, by the release that added them.
+ROUTES_SINCE: dict[str, list[tuple[str, str]]] = {
+    # The Skill Registry (FastAPI-native): `{name}` and `@{organization}/{name}` forms, both prefixes.
+    "3.18": [
+        ("/api/3.0/mlflow/skills", "GET"),
+        ("/ajax-api/3.0/mlflow/skills", "POST"),
+        ("/api/3.0/mlflow/skills/bulk-register", "POST"),
+        ("/api/3.0/mlflow/skills/1/versions/1", "PATCH"),
+        ("/ajax-api/3.0/mlflow/skills/@1/1/versions/1/tags/x/y", "DELETE"),
+        ("/api/3.0/mlflow/skills/@1/1/aliases/1", "GET"),
+    ],
+}
+
+
 def test_enumeration_covers_all_of_mlflow(enumeration: Enumeration) -> None:
     routes = enumeration.routes
     assert len(routes) > 400, f"only {len(routes)} (path, method) pairs: the enumeration is broken"
@@ -498,6 +364,12 @@ def test_enumeration_covers_all_of_mlflow(enumeration: Enumeration) -> None:
         assert route.path.startswith("/") and not set("<>{}") & set(route.path), route.templates
     fastapi_only = [r for r in routes.values() if r.sources == {"fastapi"}]
     assert len(fastapi_only) > 60
+    # Routes a later MLflow added are there exactly from that version on: the MLflow 3.18 leg of
+    # scripts/test.sh sweeps them, and on 3.17 nothing of theirs is made up.
+    installed = Version(mlflow.__version__)
+    for since, keys in ROUTES_SINCE.items():
+        for key in keys:
+            assert (key in routes) == (installed >= Version(since)), (key, mlflow.__version__)
 
 
 def test_uvicorn_refuses_every_route_without_a_valid_session(
@@ -578,6 +450,7 @@ def test_valid_session_passes_the_gate(
         "/api/2.0/mlflow-artifacts/artifacts/",  # FastAPI-native under uvicorn, Flask under gunicorn
         "/api/2.0/mlflow-artifacts/artifacts/x/y",
         "/ajax-api/3.0/jobs/1",  # FastAPI-native (404 under gunicorn: no such route, past the gate)
+        "/ajax-api/3.0/mlflow/skills",  # FastAPI-native from MLflow 3.18 (404 before, and under gunicorn)
         "/ajax-api/2.0/mlflow/users/current",
     ]:
         resp = requests.get(server.url + path, headers=admin, timeout=60)
@@ -586,6 +459,9 @@ def test_valid_session_passes_the_gate(
     current = requests.get(server.url + "/ajax-api/2.0/mlflow/users/current", headers=admin, timeout=60)
     assert current.status_code == 200, current.text
     assert current.json()["user"]["is_admin"] is True, current.text
+    # The server runs the MLflow the routes were enumerated from (the 3.18 leg runs both in its venv).
+    version = requests.get(server.url + "/version", headers=admin, timeout=60)
+    assert (version.status_code, version.text) == (200, mlflow.__version__)
 
 
 def test_gate_public_set_holds_no_mlflow_route(enumeration: Enumeration, server_emulator: Emulator) -> None:

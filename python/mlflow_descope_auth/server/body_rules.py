@@ -5,7 +5,8 @@
   creator's ``MANAGE`` on a model named ``*`` would be ``MANAGE`` on every model (MLflow 3.18 refuses
   such model names itself; 3.17 does not).
 - A run's attribution tags (``mlflow.user``, ``descope.*``) belong to the server: a client may not set
-  or delete them, and ``runs/create`` gets the verified user's whatever the client sent.
+  or delete them, and ``runs/create`` (and the UI's ``runs/create-promptlab-run``) get the verified
+  user's, and ``user_id``, whatever the client sent.
 
 Bodies are decoded exactly as MLflow's handlers decode them (``_get_normalized_request_json``: JSON
 whatever the content type, and a JSON string holding JSON decoded once more), and the body passed on
@@ -30,6 +31,8 @@ WILDCARD = "*"
 _NAME_FIELDS = ("name", "new_name", "newName")
 
 CREATE_RUN = "API/2.0/mlflow/runs/create"
+# Routes that create a run: both carry `user_id` and `tags`, rewritten from the verified identity.
+_CREATE_RUNS = frozenset({CREATE_RUN, "API/2.0/mlflow/runs/create-promptlab-run"})
 # Routes whose body may name a new resource (or rename one): no name may be the wildcard.
 _NAMING = frozenset(
     {
@@ -60,7 +63,7 @@ _RUN_TAGS = frozenset(
 
 def needs_body(method: str, template: str) -> bool:
     return method in ("POST", "PUT", "PATCH") and (
-        template == CREATE_RUN or template in _NAMING or template in _PATH_NAMING or template in _RUN_TAGS
+        template in _CREATE_RUNS or template in _NAMING or template in _PATH_NAMING or template in _RUN_TAGS
     )
 
 
@@ -103,7 +106,7 @@ def judge(method: str, path: str, template: str, body: bytes, identity: Identity
                 f"the run tag '{tag}' is set by the server from the signed-in user and cannot be "
                 "changed by a client",
             )
-    if template == CREATE_RUN:
+    if template in _CREATE_RUNS:
         return rewrite_create_run(message, identity, body)
     return body
 

@@ -16,13 +16,18 @@ every worker and replica:
   write during the request drops the memo.
 
 Both are installed by ``install()`` (from ``app.create_app``) and only where they hold: a SQL
-tracking store, and workspaces off (with workspaces, MLflow's own lookups run unchanged).
+tracking store, and workspaces off (with workspaces, MLflow's own lookups run unchanged). The run
+lookup replaces a private MLflow function, so it is also installed only over a version of it (and of
+what it calls) that it was checked against: MLflow 3.17.2 and 3.18.0 have the same one. On any other
+MLflow it steps aside, and tests_py/test_permission_lookups.py fails until the new source is checked.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import textwrap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +37,10 @@ from flask import g, has_request_context
 
 RUN_CACHE_SIZE = 100_000
 _READ_PREFIXES = ("get_", "list_", "has_", "_")
+# sha256 of the source of MLflow's `mlflow.server.auth._run_requirement`, `_fetch_or_none` and the SQL
+# tracking store's `_get_run` (see `mlflow_run_lookup_digest`) that `fast_run_requirement` reproduces:
+# MLflow 3.17.2 and 3.18.0.
+KNOWN_RUN_LOOKUPS = frozenset({"d1964d14265b1849990b75c59d3a33d36930913cafe7bfce565713dc9a57f8e2"})
 
 
 class RunExperiments:
@@ -102,6 +111,26 @@ def fast_run_requirement(original: Callable[[str, str], Any]) -> Callable[[str, 
     return run_requirement
 
 
+def mlflow_run_lookup_digest(run_requirement: Callable[[str, str], Any]) -> str | None:
+    """What ``run_requirement`` (MLflow's ``_run_requirement``) does, as a digest of its source and of
+    the two functions it reads a run with; None when a source cannot be read."""
+    import mlflow.server.auth as mlflow_auth
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    functions: tuple[Any, ...] = (
+        run_requirement,
+        getattr(mlflow_auth, "_fetch_or_none", None),  # None (a TypeError below) when it is gone
+        getattr(SqlAlchemyStore, "_get_run", None),
+    )
+    digest = hashlib.sha256()
+    for function in functions:
+        try:
+            digest.update(textwrap.dedent(inspect.getsource(function)).encode())
+        except (OSError, TypeError):
+            return None
+    return digest.hexdigest()
+
+
 def memoize_users_per_request(store: Any) -> None:
     """``store.get_user`` answers from a per-request memo; any write through the store clears it."""
     if getattr(store.get_user, "descope_memo", False):
@@ -135,14 +164,19 @@ def _clearing_memo(method: Callable[..., Any]) -> Callable[..., Any]:
     return write
 
 
-def install() -> bool:
-    """Installs both where they hold; True when installed."""
+def install() -> set[str]:
+    """Installs each where it holds; returns what is installed ("run_requirement", "user_memo")."""
     import mlflow.server.auth as mlflow_auth
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
 
     if MLFLOW_ENABLE_WORKSPACES.get():  # type: ignore[no-untyped-call]
-        return False
-    if not getattr(mlflow_auth._run_requirement, "descope_fast", False):
-        mlflow_auth._run_requirement = fast_run_requirement(mlflow_auth._run_requirement)  # type: ignore[assignment]
+        return set()
+    installed = {"user_memo"}
     memoize_users_per_request(mlflow_auth.store)
-    return True
+    original = getattr(mlflow_auth, "_run_requirement", None)
+    if getattr(original, "descope_fast", False):
+        installed.add("run_requirement")
+    elif original is not None and mlflow_run_lookup_digest(original) in KNOWN_RUN_LOOKUPS:
+        mlflow_auth._run_requirement = fast_run_requirement(original)  # type: ignore[assignment]
+        installed.add("run_requirement")
+    return installed

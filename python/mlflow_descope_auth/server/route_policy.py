@@ -99,6 +99,8 @@ POST                     API/3.0/mlflow/skills    # MLflow 3.18
 POST                     API/3.0/mlflow/skills/@{}/{}/versions    # 3.18; creates the skill
 POST                     API/3.0/mlflow/skills/bulk-register    # MLflow 3.18
 POST                     API/3.0/mlflow/skills/{}/versions    # 3.18; creates the skill
+# Not creates, but calls MLflow lets any signed-in user make that spend or start work elsewhere:
+POST                     API/2.0/mlflow/gateway-proxy    # calls the deployments server's models
 [write]
 POST                     API/3.0/mlflow/skills/@{}/{}/aliases
 POST                     API/3.0/mlflow/skills/@{}/{}/tags
@@ -128,7 +130,6 @@ POST                     API/2.0/mlflow/experiments/delete-experiment-tag
 POST                     API/2.0/mlflow/experiments/restore
 POST                     API/2.0/mlflow/experiments/set-experiment-tag
 POST                     API/2.0/mlflow/experiments/update
-POST                     API/2.0/mlflow/gateway-proxy
 POST                     API/2.0/mlflow/logged-models
 DELETE,PATCH             API/2.0/mlflow/logged-models/{}
 POST                     API/2.0/mlflow/logged-models/{}/params
@@ -531,11 +532,12 @@ class RoutePolicy:
         if access is Access.CREATE:
             if LEVELS.index(identity.permission) >= LEVELS.index("EDIT"):
                 return None, template
+            level = identity.permission.replace("_", " ").lower()
             return error(
                 403,
                 "PERMISSION_DENIED",
-                f"your access is {identity.permission.replace('_', ' ').lower()}: creating this needs EDIT; "
-                "ask an MLflow admin to give you a Descope role with EDIT",
+                f"your Descope roles give you {level} access, and creating needs EDIT: "
+                "ask an MLflow admin for a role that gives EDIT",
             ), template
         if access is Access.UNCLASSIFIED:
             _warn_unclassified(method, template)
