@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,3 +256,38 @@ def test_a_promptlab_run_is_attributed_like_any_run(emulator: Emulator, client: 
     message = json.loads(judged)
     assert message["user_id"] == editor.username
     assert {"key": "descope.email", "value": "m@x"} not in message["tags"]
+
+
+def test_the_gate_drops_mlflow_credential_headers_a_client_sends(
+    emulator: Emulator, client: DescopeClient, tmp_path: Path
+) -> None:
+    """MLflow 3.18 honours an Assistant delegation token before the authorization function, and its
+    internal gateway token on /gateway/: a client's copies must never reach MLflow."""
+    from mlflow_descope_auth.server.gate import Gate
+    from mlflow_descope_auth.server.http import Request
+    from mlflow_descope_auth.server.settings import ServerSettings
+
+    settings = ServerSettings(
+        flow_id="sign-up-or-in",
+        redirect_url="/",
+        web_component_url="http://127.0.0.1/unused.js",
+        cookie_secure="auto",
+        auth_db_uri=f"sqlite:///{tmp_path / 'auth.db'}",
+        state_dir=tmp_path / "state",
+        static_prefix="",
+    )
+    gate = Gate(client, settings)
+    headers = {
+        "authorization": f"Bearer {emulator.login('reader')['sessionJwt']}",
+        "x-mlflow-assistant-delegation": "someone-else's-token",
+        "x-mlflow-authorization": "Basic aW50ZXJuYWw6dG9rZW4=",
+        "x-descope-roles": "admin",
+        "x-mlflow-workspace": "default",
+    }
+    for check in (gate.check, gate.check_cached):
+        verdict = check(
+            Request("GET", "/gateway/x/mlflow/invocations", query_string="", headers=headers, scheme="http")
+        )
+        assert verdict is not None and verdict.identity is not None
+        dropped = {h for h, v in verdict.header_changes.items() if v is None}
+        assert dropped == {"x-mlflow-assistant-delegation", "x-mlflow-authorization", "x-descope-roles"}

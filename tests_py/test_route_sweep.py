@@ -464,15 +464,17 @@ def test_valid_session_passes_the_gate(
     assert (version.status_code, version.text) == (200, mlflow.__version__)
 
 
-def test_gate_public_set_holds_no_mlflow_route(enumeration: Enumeration, server_emulator: Emulator) -> None:
+def test_gate_public_set_holds_no_mlflow_route(
+    enumeration: Enumeration, server_emulator: Emulator, tmp_path: Path
+) -> None:
     client = DescopeClient(server_emulator.project_id, base_url=server_emulator.base_url, http_timeout=5)
     settings = ServerSettings(
         flow_id="sign-up-or-in",
         redirect_url="/",
         web_component_url="http://127.0.0.1/unused.js",
         cookie_secure="auto",
-        auth_db_uri="sqlite:///unused.db",
-        state_dir=Path("unused"),
+        auth_db_uri=f"sqlite:///{tmp_path / 'unused.db'}",
+        state_dir=tmp_path / "state",
         static_prefix="",
     )
     gate = Gate(client, settings)

@@ -27,6 +27,7 @@ from mlflow_descope_auth._core import (
     ExpiredTokenError,
     Identity,
     InvalidTokenError,
+    RefreshFailedError,
     SessionResult,
 )
 from mlflow_descope_auth.server.http import (
@@ -123,10 +124,19 @@ class RefreshCoordinator:
     A refresh that failed because Descope is unreachable is shared too, for a few seconds: the
     requests queued behind it on the lock get the same answer at once instead of each waiting out
     its own timeout in turn.
+
+    Signing out (``forget``) must end a refresh token everywhere at once, but another process's
+    memory cannot be reached. So ``forget`` leaves a tombstone in the state directory, and every
+    process looks for one before it uses a remembered result (its own or a shared one) or asks
+    Descope: a signed-out token, or a remembered result that rotated into one, is refused.
     """
 
     GRACE_SECONDS = 30.0
     UNREACHABLE_SECONDS = 5.0
+    # A tombstone outlives every result remembered for its token: those made before the sign-out
+    # (at most GRACE_SECONDS old) and one that a refresh in flight at that moment stores after it.
+    REVOKED_SECONDS = 4 * GRACE_SECONDS
+    REVOKED_MESSAGE = "the refresh token was revoked when the user signed out; sign in again"
 
     def __init__(self, client: DescopeClient, state_dir: Path) -> None:
         self._client = client
@@ -134,10 +144,17 @@ class RefreshCoordinator:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
         self._done: dict[str, tuple[float, Renewal | DescopeAuthError]] = {}
+        # Tombstones this process wrote (the files are what the other processes see).
+        self._revoked: dict[str, float] = {}
         self._sweep()  # results a previous run left behind
 
+    @staticmethod
+    def _key(refresh_token: str) -> str:
+        return hashlib.sha256(refresh_token.encode()).hexdigest()
+
     def refresh(self, refresh_token: str) -> Renewal:
-        key = hashlib.sha256(refresh_token.encode()).hexdigest()
+        key = self._key(refresh_token)
+        self._refuse_if_revoked(key)  # before the cache and before Descope
         hit = self._recent(key)
         if hit is None:
             # 256 striped lock files, never deleted (deleting a lock file someone waits on would
@@ -147,12 +164,67 @@ class RefreshCoordinator:
                 try:
                     hit = self._recent(key) or self._shared(key)
                     if hit is None:
+                        self._refuse_if_revoked(key)  # signed out while this request waited
                         hit = self._refresh_now(key, refresh_token)
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
         if isinstance(hit, DescopeAuthError):
             raise hit
+        # A remembered result is handed out only while neither the token it renewed nor the one
+        # it rotated into has been signed out since.
+        self._refuse_if_revoked(key)
+        if hit.refresh_token and hit.refresh_token != refresh_token:
+            self._refuse_if_revoked(self._key(hit.refresh_token))
         return hit
+
+    def forget(self, refresh_token: str) -> None:
+        """Ends a refresh token here at sign-out: drops its remembered result from this process and
+        from the shared store, and leaves a tombstone (mode 0600) that the other worker processes
+        and replicas sharing the state directory check before they use a result of their own.
+        The tombstone goes first, so no process hands out a result after this returns."""
+        key = self._key(refresh_token)
+        expires = time.time() + self.REVOKED_SECONDS
+        with self._lock:
+            now = time.time()
+            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+            self._revoked[key] = expires
+            self._done.pop(key, None)
+        tomb = self._dir / f"{key}.revoked.json"
+        temp = self._dir / f"{key}.revoked.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"expires": expires, "revoked": True}, f)
+            os.replace(temp, tomb)  # atomic: a reader sees no tombstone or a whole one
+        except OSError as exc:
+            # This process still refuses the token; the others keep their results until they expire.
+            _log.warning("Could not record a sign-out in %s: %s", self._dir, exc)
+            temp.unlink(missing_ok=True)
+        (self._dir / f"{key}.json").unlink(missing_ok=True)
+        self._sweep()
+
+    def _refuse_if_revoked(self, key: str) -> None:
+        if self._is_revoked(key):
+            with self._lock:
+                self._done.pop(key, None)
+            raise RefreshFailedError(self.REVOKED_MESSAGE)
+
+    def _is_revoked(self, key: str) -> bool:
+        now = time.time()
+        with self._lock:
+            if self._revoked.get(key, 0.0) > now:
+                return True
+        try:
+            text = (self._dir / f"{key}.revoked.json").read_text()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # unreadable: fail closed (a refresh token that works is one sign-in away)
+        try:
+            payload = json.loads(text)
+            return bool(payload["expires"] > now)
+        except (ValueError, KeyError, TypeError):
+            return True  # written atomically by forget, so never half there: something else; closed
 
     def _refresh_now(self, key: str, refresh_token: str) -> Renewal | DescopeAuthError:
         outcome: Renewal | DescopeAuthError
@@ -216,6 +288,7 @@ class RefreshCoordinator:
         )
 
     def _sweep(self) -> None:
+        """Deletes results and tombstones past their time (``*.json``: both have ``expires``)."""
         now = time.time()
         for path in self._dir.glob("*.json"):
             try:
@@ -364,6 +437,23 @@ class Gate:
                 if not refresh:
                     return self.deny(req, str(exc), reason="expired", clear=True)
         assert refresh is not None
+        # The refresh token is checked here first (signature, issuer, drn DSR, expiry): a forged or
+        # stale one must not cost a call to Descope, nor hold a worker thread while Descope answers.
+        try:
+            self.client.validate_refresh_token(refresh)
+        except DescopeUnreachableError as exc:
+            # The signing keys are out of reach: as below, the cookies stay for when Descope is back.
+            _log.warning("Descope unreachable while checking a refresh token: %s", exc)
+            return self.deny(
+                req, f"the session expired and cannot be renewed right now: {exc}", reason="unavailable"
+            )
+        except ExpiredTokenError:
+            return self.deny(
+                req, "the session and its refresh token expired; sign in again", reason="expired", clear=True
+            )
+        except DescopeAuthError as exc:
+            detail = str(exc).replace("invalid session token", "the refresh token is invalid")
+            return self.deny(req, f"the session could not be renewed: {detail}", reason="invalid", clear=True)
         try:
             result = self.refresher.refresh(refresh)
         except DescopeUnreachableError as exc:
@@ -408,9 +498,16 @@ def _latin1(text: str) -> bool:
     return True
 
 
+# MLflow's own credentials beside the user's: its internal gateway token (X-MLflow-Authorization) and,
+# in 3.18, the Assistant's delegation token, which MLflow honours *before* the authorization function
+# and would let a request act as another user. This server issues neither.
+_MLFLOW_CREDENTIAL_HEADERS = frozenset({"x-mlflow-authorization", "x-mlflow-assistant-delegation"})
+
+
 def _client_descope_headers(req: Request) -> dict[str, str | None]:
-    """``X-Descope-*`` headers a client sent, marked for removal: only the verified token speaks."""
-    return {h: None for h in req.headers if h.startswith("x-descope-")}
+    """``X-Descope-*`` headers and MLflow's own credential headers a client sent, marked for
+    removal: only the verified token speaks."""
+    return {h: None for h in req.headers if h.startswith("x-descope-") or h in _MLFLOW_CREDENTIAL_HEADERS}
 
 
 def _bearer(req: Request) -> str | None:

@@ -14,7 +14,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
 from mlflow_descope_auth.server.gate import Gate, same_origin
-from mlflow_descope_auth.server.http import Request, Response, clear_cookies, error, session_cookies
+from mlflow_descope_auth.server.http import (
+    REFRESH_COOKIE,
+    SESSION_COOKIE,
+    Request,
+    Response,
+    clear_cookies,
+    error,
+    session_cookies,
+)
 from mlflow_descope_auth.server.settings import is_local_path
 
 _log = logging.getLogger(__name__)
@@ -145,7 +153,9 @@ class AuthRoutes:
             return error(403, "PERMISSION_DENIED", "sign-in must come from this server's own login page")
         try:
             body = json.loads(req.body or b"{}")
-        except ValueError:
+        except RecursionError:  # e.g. "[" * 10_000: nested deeper than the parser goes
+            return error(400, "INVALID_PARAMETER_VALUE", "the body must be JSON, and not nested this deeply")
+        except ValueError:  # not JSON, not UTF-8, an integer with too many digits
             return error(400, "INVALID_PARAMETER_VALUE", "the body must be JSON")
         if not isinstance(body, dict):
             return error(400, "INVALID_PARAMETER_VALUE", "the body must be a JSON object")
@@ -178,12 +188,27 @@ class AuthRoutes:
         return Response.json(200, {"redirect": next_path, "user": identity.username}, cookies)
 
     def logout(self, req: Request) -> Response:
-        # GET serves a plain "Sign out" link; a POST must come from this site (a foreign page must
-        # not sign users out with a form).
+        """Signs out: revokes the refresh token at Descope, ends it in every worker's refresh cache
+        and clears the cookies. A POST must come from this site (a foreign page must not sign users
+        out with a form). So must a GET, which the browser also sends when a foreign page links to,
+        redirects to or embeds this URL (SameSite=Lax cookies go along on a top-level navigation,
+        and to any port of the same host): a GET that is not plainly the user's own (this site's
+        "Sign out" link, or a typed URL or bookmark) gets a page asking to confirm, which POSTs,
+        unless the request holds no live session (then there is nothing a foreign page could end)."""
         if req.method == "POST" and not same_origin(req):
             return error(403, "PERMISSION_DENIED", "sign-out must come from this server's own pages")
-        refresh = req.cookies.get("DSR")
-        if refresh:
+        cookies = req.cookies
+        refresh = cookies.get(REFRESH_COOKIE) or None
+        genuine = refresh is not None and self._refresh_token_is_genuine(refresh)
+        if (
+            req.method == "GET"
+            and not self._own_sign_out_get(req)
+            and (genuine or self._session_is_live(cookies.get(SESSION_COOKIE)))
+        ):
+            return self._confirm_logout()
+        if refresh is not None and genuine:
+            # First, so that no worker renews the session from its cache once this returns.
+            self.gate.refresher.forget(refresh)
             try:
                 self.client.logout(refresh)
             except DescopeAuthError as exc:
@@ -191,6 +216,48 @@ class AuthRoutes:
                 _log.warning("Descope logout failed: %s", exc)
         headers = clear_cookies(secure=self.gate.secure_cookies(req), path=self.gate.cookie_path)
         return Response.redirect(self.gate.login_url(message="logged_out"), headers)
+
+    @staticmethod
+    def _own_sign_out_get(req: Request) -> bool:
+        """A GET /auth/logout the user asked for: from this origin's own pages, or typed / a bookmark
+        (Sec-Fetch-Site ``none``). Browsers without Fetch Metadata are judged by Origin or Referer."""
+        site = req.headers.get("sec-fetch-site")
+        if site is not None:
+            return site.strip().lower() in ("same-origin", "none")
+        return same_origin(req)
+
+    def _refresh_token_is_genuine(self, refresh: str) -> bool:
+        """Checked here first, so a forged cookie costs no call to Descope and leaves no tombstone.
+        When the keys are out of reach it cannot be told: treated as genuine (the revocation is what
+        matters, and Descope itself refuses a forged one)."""
+        try:
+            self.client.validate_refresh_token(refresh)
+        except DescopeUnreachableError:
+            return True
+        except DescopeAuthError:
+            return False  # forged, expired or not a refresh token: Descope would not revoke it
+        return True
+
+    def _session_is_live(self, session: str | None) -> bool:
+        if not session:
+            return False
+        try:
+            self.client.validate_session(session)
+        except DescopeUnreachableError:
+            return True  # cannot tell: ask
+        except DescopeAuthError:
+            return False  # expired or not a session: nothing to end
+        return True
+
+    def _confirm_logout(self) -> Response:
+        """The "Sign out of MLflow?" page: nothing is cleared and Descope is not asked until the user
+        presses the button (a same-origin POST). Not cached, and never framed (Response.html)."""
+        page = self._templates.get_template("logout.html").render(
+            logout_url=f"{self.prefix}/auth/logout",
+            cancel_url=self.safe_next(None),
+            static_url=f"{self.prefix}/auth/static",
+        )
+        return Response.html(200, page)
 
     def user(self, identity: Identity | None) -> Response:
         if identity is None:  # the gate lets no one here without a session; belt and braces
