@@ -33,8 +33,11 @@ ruff check python tests_py benchmarks examples
 ruff format --check python tests_py benchmarks examples
 mypy
 mypy tests_py benchmarks examples
-# From outside the source tree, so the installed extension is what gets checked.
-(cd /tmp && python3 -m mypy.stubtest mlflow_descope_auth._core)
+# From an empty directory outside the source tree, so the installed extension is what gets checked
+# (and no stray module in the working directory shadows the standard library).
+stub_dir=$(mktemp -d)
+(cd "$stub_dir" && python3 -m mypy.stubtest mlflow_descope_auth._core)
+rmdir "$stub_dir"
 
 step "pytest (real mlflow server, real HTTP, the offline Descope emulator)"
 python3 -m pytest tests_py

@@ -71,7 +71,11 @@ def run_tags(server: DescopeServer, run_id: str) -> dict[str, str]:
     ids=["model", "prompt", "double-encoded", "double-encoded-prompt"],
 )
 def test_nobody_creates_a_model_or_prompt_named_wildcard(server: DescopeServer, body: object) -> None:
-    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    kwargs: dict[str, object] = (
+        {"data": body, "headers": {"Content-Type": "application/json"}}
+        if isinstance(body, str)
+        else {"json": body}
+    )
     for login_id in ("editor", "admin"):
         resp = server.api("POST", CREATE_MODEL, login_id, **kwargs)
         assert resp.status_code == 400, resp.text
@@ -275,3 +279,88 @@ def test_a_reader_cannot_grant_itself_anything(server: DescopeServer) -> None:
     for permission in ("EDIT", "MANAGE"):
         resp = server.api("POST", GRANT, "reader", json={**grant, "permission": permission})
         assert resp.status_code == 403, resp.text
+
+
+# -- parameters MLflow's validator and handler could read from different places --------------------
+
+
+def test_a_camel_case_run_id_cannot_steer_a_write_to_another_users_run(server: DescopeServer) -> None:
+    """MLflow 3.17's validator reads `run_id` (else `run_uuid`) while its handler also takes
+    `runId`: the reader's own run was checked and the admin's run written."""
+    theirs = run_of(server, "admin", experiment_of(server, "admin"))
+    shared = experiment_of(server, "admin")
+    grant = {"username": username(server, "reader"), "resource_type": "experiment", "resource_id": shared}
+    assert server.api("POST", GRANT, "admin", json={**grant, "permission": "EDIT"}).status_code == 200
+    mine = run_of(server, "reader", shared)
+    before = server.api("GET", f"/api/2.0/mlflow/runs/get?run_id={theirs}", "admin").json()["run"]
+    for path, body in (
+        ("/api/2.0/mlflow/runs/set-tag", {"key": "pwned", "value": "by-reader"}),
+        ("/api/2.0/mlflow/runs/log-parameter", {"key": "p", "value": "x"}),
+        ("/api/2.0/mlflow/runs/update", {"status": "FAILED", "run_name": "renamed-by-reader"}),
+        ("/api/2.0/mlflow/runs/delete", {}),
+    ):
+        resp = server.api("POST", path, "reader", json={"run_uuid": mine, "runId": theirs, **body})
+        assert resp.status_code == 403, f"{path}: {resp.status_code} {resp.text[:200]}"
+    mine_too = run_of(server, "editor", experiment_of(server, "editor"))
+    resp = server.api(
+        "POST", "/api/2.0/mlflow/runs/delete", "editor", json={"run_uuid": mine_too, "runId": theirs}
+    )
+    assert resp.status_code == 403, resp.text
+    after = server.api("GET", f"/api/2.0/mlflow/runs/get?run_id={theirs}", "admin").json()["run"]
+    assert after == before
+    # The camelCase spelling alone still works for what the user may do.
+    resp = server.api(
+        "POST", "/api/2.0/mlflow/runs/set-tag", "reader", json={"runId": mine, "key": "ok", "value": "1"}
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def test_a_delete_names_its_resource_in_one_place_only(server: DescopeServer) -> None:
+    """MLflow 3.17's validator reads a DELETE's query string unless the body is JSON; its handler
+    reads the body whatever its type."""
+    admins, mine = unique("adm-model"), unique("ed-model")
+    assert server.api("POST", CREATE_MODEL, "admin", json={"name": admins}).status_code == 200
+    assert server.api("POST", CREATE_MODEL, "editor", json={"name": mine}).status_code == 200
+    resp = server.api(
+        "DELETE",
+        f"{DELETE_MODEL}?name={mine}",
+        "editor",
+        data=json.dumps({"name": admins}),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert "JSON" in resp.json()["message"]
+    for name in (admins, mine):
+        assert server.api("GET", f"/api/2.0/mlflow/registered-models/get?name={name}", "admin").ok
+    assert server.api("DELETE", DELETE_MODEL, "editor", json={"name": mine}).status_code == 200
+
+
+def test_a_promptlab_run_is_the_signed_in_users(server: DescopeServer) -> None:
+    experiment = experiment_of(server, "editor")
+    body = {
+        "experiment_id": experiment,
+        "run_name": "promptlab",
+        "prompt_template": "Say {{ word }}",
+        "prompt_parameters": [{"key": "word", "value": "hello"}],
+        "model_route": "chat",
+        "model_parameters": [],
+        "model_input": "Say hello",
+        "model_output": "hello",
+        "mlflow_version": "3.17.2",
+        "user_id": "somebody-else",
+    }
+    resp = server.api("POST", "/ajax-api/2.0/mlflow/runs/create-promptlab-run", "editor", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["run"]["info"]["user_id"] == username(server, "editor")
+    tagged = {**body, "tags": [{"key": "mlflow.user", "value": "somebody-else"}]}
+    resp = server.api("POST", "/ajax-api/2.0/mlflow/runs/create-promptlab-run", "editor", json=tagged)
+    assert resp.status_code == 400, resp.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/runs/search", "/graphql"]
+)
+def test_a_body_nested_too_deeply_is_a_client_error_everywhere(server: DescopeServer, path: str) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    resp = server.api("POST", path, "reader", data=deep, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text[:200]

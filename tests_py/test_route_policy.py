@@ -20,11 +20,14 @@ from mlflow_descope_auth.server.route_policy import (
     Access,
     RoutePolicy,
     RouteTable,
+    Target,
     classify,
     normalise,
 )
 
 from .mlflow_routes import concrete, enumerate_routes
+
+JSON = "application/json"
 
 
 def mlflow_apps() -> tuple[Any, Any]:
@@ -114,10 +117,10 @@ def test_a_route_a_new_mlflow_adds_is_refused_to_everyone_but_admins(
     admin = identity(emulator, client, "admin")
     assert admin.is_admin and not editor.is_admin
     for path in ("/api/2.0/mlflow/brand-new/create", "/ajax-api/3.0/mlflow/new-registry/x"):
-        refusal, template = policy.check("POST", path, editor)
+        refusal, target = policy.check("POST", path, editor)
         assert refusal is not None and refusal.status == 403, path
-        assert template is not None and classify("POST", template) is Access.UNCLASSIFIED
-        assert policy.check("POST", path, admin) == (None, template)
+        assert target is not None and classify("POST", target.template) is Access.UNCLASSIFIED
+        assert policy.check("POST", path, admin) == (None, target)
 
 
 @pytest.mark.parametrize(
@@ -196,14 +199,16 @@ def test_bodies_are_decoded_as_mlflow_decodes_them(body: bytes, decoded: object)
 
 
 def test_a_body_too_deep_to_decode_is_a_400(emulator: Emulator, client: DescopeClient) -> None:
-    judged = body_rules.judge(
-        "POST",
-        "/api/2.0/mlflow/registered-models/create",
+    editor = identity(emulator, client, "editor")
+    for template in (
         "API/2.0/mlflow/registered-models/create",
-        b"[" * 100_000,
-        identity(emulator, client, "editor"),
-    )
-    assert not isinstance(judged, bytes) and judged.status == 400
+        "API/2.0/mlflow/experiments/search",
+        "/graphql",
+    ):
+        target = Target(template, "flask")
+        assert body_rules.needs_body("POST", target)
+        judged = body_rules.judge("POST", "", target, b"[" * 100_000, JSON, editor)
+        assert not isinstance(judged, bytes) and judged.status == 400
 
 
 @pytest.mark.parametrize(
@@ -228,7 +233,9 @@ def test_judged_bodies(
 ) -> None:
     raw = json.dumps(body).encode()
     for encoded in (raw, json.dumps(raw.decode()).encode()):
-        judged = body_rules.judge("POST", path, template, encoded, identity(emulator, client, "editor"))
+        judged = body_rules.judge(
+            "POST", path, Target(template, "flask"), encoded, JSON, identity(emulator, client, "editor")
+        )
         assert (not isinstance(judged, bytes) and judged.status == 400) is refused
         if not refused:
             assert judged == encoded
@@ -238,7 +245,7 @@ def test_create_run_is_rewritten_with_the_verified_user(emulator: Emulator, clie
     editor = identity(emulator, client, "editor")
     sent = {"experiment_id": "1", "userId": "mallory", "tags": [{"key": "mlflow.user", "value": "mallory"}]}
     for encoded in (json.dumps(sent).encode(), json.dumps(json.dumps(sent)).encode()):
-        judged = body_rules.judge("POST", "", body_rules.CREATE_RUN, encoded, editor)
+        judged = body_rules.judge("POST", "", Target(body_rules.CREATE_RUN, "flask"), encoded, JSON, editor)
         assert isinstance(judged, bytes)
         message = json.loads(judged)
         assert message["user_id"] == editor.username and "userId" not in message
@@ -249,13 +256,13 @@ def test_create_run_is_rewritten_with_the_verified_user(emulator: Emulator, clie
 def test_a_promptlab_run_is_attributed_like_any_run(emulator: Emulator, client: DescopeClient) -> None:
     editor = identity(emulator, client, "editor")
     sent = {"experiment_id": "1", "user_id": "mallory", "tags": [{"key": "descope.email", "value": "m@x"}]}
-    judged = body_rules.judge(
-        "POST", "", "API/2.0/mlflow/runs/create-promptlab-run", json.dumps(sent).encode(), editor
-    )
+    target = Target("API/2.0/mlflow/runs/create-promptlab-run", "flask")
+    judged = body_rules.judge("POST", "", target, json.dumps(sent).encode(), JSON, editor)
+    assert not isinstance(judged, bytes) and judged.status == 400  # a reserved tag
+    sent["tags"] = []
+    judged = body_rules.judge("POST", "", target, json.dumps(sent).encode(), JSON, editor)
     assert isinstance(judged, bytes)
-    message = json.loads(judged)
-    assert message["user_id"] == editor.username
-    assert {"key": "descope.email", "value": "m@x"} not in message["tags"]
+    assert json.loads(judged) == {**sent, "user_id": editor.username}
 
 
 def test_the_gate_drops_mlflow_credential_headers_a_client_sends(
@@ -291,3 +298,50 @@ def test_the_gate_drops_mlflow_credential_headers_a_client_sends(
         assert verdict is not None and verdict.identity is not None
         dropped = {h for h, v in verdict.header_changes.items() if v is None}
         assert dropped == {"x-mlflow-assistant-delegation", "x-mlflow-authorization", "x-descope-roles"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"run_uuid": "mine", "runId": "yours", "key": "k"},
+            {"run_uuid": "mine", "run_id": "yours", "key": "k"},
+        ),
+        ({"experimentIds": ["1"], "maxResults": 5}, {"experiment_ids": ["1"], "maxResults": 5}),
+        ({"name": "m", "newName": "n"}, {"name": "m", "new_name": "n"}),
+        ({"run_id": "a", "runId": "b"}, None),  # both spellings: refused, as MLflow refuses them
+    ],
+)
+def test_identifiers_reach_mlflow_in_the_spelling_its_validators_read(
+    emulator: Emulator, client: DescopeClient, body: dict[str, object], expected: dict[str, object] | None
+) -> None:
+    target = Target("API/2.0/mlflow/runs/set-tag", "flask")
+    judged = body_rules.judge(
+        "POST", "", target, json.dumps(body).encode(), JSON, identity(emulator, client, "editor")
+    )
+    if expected is None:
+        assert not isinstance(judged, bytes) and judged.status == 400
+    else:
+        assert isinstance(judged, bytes) and json.loads(judged) == expected
+
+
+def test_a_body_that_is_not_json_is_refused_on_mlflow_api_routes(
+    emulator: Emulator, client: DescopeClient
+) -> None:
+    """On DELETE, MLflow 3.17's validator reads the query string unless the body is JSON, while its
+    handler reads the body whatever its type: the two must not name different resources."""
+    editor = identity(emulator, client, "editor")
+    target = Target("API/2.0/mlflow/registered-models/delete", "flask")
+    for content_type in ("text/plain", None, "application/x-www-form-urlencoded"):
+        judged = body_rules.judge("DELETE", "", target, b'{"name": "theirs"}', content_type, editor)
+        assert not isinstance(judged, bytes) and judged.status == 400
+    for content_type in (JSON, "application/json; charset=utf-8", "application/merge-patch+json"):
+        assert (
+            body_rules.judge("DELETE", "", target, b'{"name": "theirs"}', content_type, editor)
+            == b'{"name": "theirs"}'
+        )
+    assert body_rules.judge("DELETE", "", target, b"", None, editor) == b""
+    # A file upload is not JSON, and is not read by the gate at all.
+    for template in ("API/2.0/mlflow-artifacts/artifacts/{}", "API/2.0/mlflow/upload-artifact"):
+        assert not body_rules.needs_body("PUT", Target(template, "flask"))
+    assert not body_rules.needs_body("POST", Target("API/3.0/mlflow/traces", "fastapi"))

@@ -87,8 +87,10 @@ class DescopeASGIMiddleware:
         if verdict is None:
             verdict = await anyio.to_thread.run_sync(self.gate.check, req)
         if scope["type"] == "websocket":
-            # MLflow serves no websockets today; one that appears gets no unauthenticated access.
-            if verdict.response is not None:
+            # MLflow serves no websockets today; one that appears is for admins only, like any
+            # route the policy has not classified.
+            identity = verdict.identity
+            if verdict.response is not None or identity is None or not identity.is_admin:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await self.app(_apply_header_changes(scope, verdict.header_changes), receive, send)
@@ -103,16 +105,18 @@ class DescopeASGIMiddleware:
         send = _with_cookies(send, verdict.set_cookies)
         identity = verdict.identity
         if identity is not None:  # None only on the gate's public paths
-            refusal, template = self.policy.check(req.method, req.path, identity)
+            refusal, target = self.policy.check(req.method, req.path, identity)
             if refusal is not None:
                 await send_response(send, refusal)
                 return
-            if template is not None and body_rules.needs_body(req.method, template):
+            if target is not None and body_rules.needs_body(req.method, target):
                 body = await read_body(receive, body_rules.MAX_JUDGED_BODY)
                 if body is None:
                     await send_response(send, too_large())
                     return
-                judged = body_rules.judge(req.method, req.path, template, body, identity)
+                judged = body_rules.judge(
+                    req.method, req.path, target, body, req.headers.get("content-type"), identity
+                )
                 if isinstance(judged, Response):
                     await send_response(send, judged)
                     return

@@ -410,6 +410,14 @@ def classify(method: str, template: str, static_prefix: str = "") -> Access:
 
 
 @dataclass(frozen=True)
+class Target:
+    """The route a request goes to: its normalised template and which app serves it."""
+
+    template: str
+    source: str  # "fastapi" | "flask"
+
+
+@dataclass(frozen=True)
 class Route:
     template: str
     methods: frozenset[str]
@@ -444,14 +452,14 @@ class RouteTable:
     def resolve(self, method: str, path: str) -> Route | None:
         return _resolve(self, method, path)
 
-    def judge(self, method: str, path: str) -> tuple[Access, str] | None:
-        """The class of the route serving this request and its normalised template; None when no
-        route serves it (MLflow would answer 404 or 405)."""
+    def judge(self, method: str, path: str) -> tuple[Access, Target] | None:
+        """The class of the route serving this request, and the route; None when no route serves
+        it (MLflow would answer 404 or 405)."""
         route = self.resolve(method, path)
         if route is None:
             return None
-        template = normalise(route.template, self.static_prefix)
-        return classify(method, route.template, self.static_prefix), template
+        target = Target(normalise(route.template, self.static_prefix), route.source)
+        return classify(method, route.template, self.static_prefix), target
 
     def _resolve_uncached(self, method: str, path: str) -> Route | None:
         from werkzeug.exceptions import HTTPException
@@ -459,7 +467,9 @@ class RouteTable:
 
         lookup = "GET" if method == "HEAD" else method
         for prefix, regex, route in self._fastapi:
-            if path.startswith(prefix) and regex.fullmatch(path) and lookup in route.methods:
+            # `match`, as Starlette does: its patterns end in "$", which also matches before a final
+            # newline ("/v1/traces\n" is served by the /v1/traces route).
+            if path.startswith(prefix) and regex.match(path) and lookup in route.methods:
                 return route
         try:
             rule, _ = self._flask.match(path, method, return_rule=True)
@@ -517,31 +527,32 @@ class RoutePolicy:
     def __init__(self, table: RouteTable) -> None:
         self.table = table
 
-    def check(self, method: str, path: str, identity: Identity) -> tuple[Response | None, str | None]:
-        """(refusal or None, the normalised template of the route that will serve the request)."""
+    def check(self, method: str, path: str, identity: Identity) -> tuple[Response | None, Target | None]:
+        """(refusal or None, the route that will serve the request)."""
         judged = self.table.judge(method, path)
         if judged is None:
             if identity.is_admin:
                 return None, None
             return error(404, "ENDPOINT_NOT_FOUND", f"no such endpoint: {method} {path}"), None
-        access, template = judged
+        access, target = judged
+        template = target.template
         if access is Access.REFUSED:
-            return error(403, "PERMISSION_DENIED", _REFUSED.get(template, _REFUSED_DEFAULT)), template
+            return error(403, "PERMISSION_DENIED", _REFUSED.get(template, _REFUSED_DEFAULT)), target
         if identity.is_admin or access in (Access.READ, Access.WRITE):
-            return None, template
+            return None, target
         if access is Access.CREATE:
             if LEVELS.index(identity.permission) >= LEVELS.index("EDIT"):
-                return None, template
+                return None, target
             level = identity.permission.replace("_", " ").lower()
             return error(
                 403,
                 "PERMISSION_DENIED",
                 f"your Descope roles give you {level} access, and creating needs EDIT: "
                 "ask an MLflow admin for a role that gives EDIT",
-            ), template
+            ), target
         if access is Access.UNCLASSIFIED:
             _warn_unclassified(method, template)
-        return error(403, "PERMISSION_DENIED", "only an MLflow admin may do this"), template
+        return error(403, "PERMISSION_DENIED", "only an MLflow admin may do this"), target
 
 
 LEVELS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")

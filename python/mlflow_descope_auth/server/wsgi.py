@@ -100,14 +100,16 @@ class DescopeWSGIMiddleware:
             start_response = start_with_cookies
         identity = verdict.identity
         if identity is not None:  # None only on the gate's public paths
-            refusal, template = self.policy.check(req.method, req.path, identity)
+            refusal, target = self.policy.check(req.method, req.path, identity)
             if refusal is not None:
                 return _respond(start_response, refusal)
-            if template is not None and body_rules.needs_body(req.method, template):
+            if target is not None and body_rules.needs_body(req.method, target):
                 body = _read_body(environ, body_rules.MAX_JUDGED_BODY)
                 if body is None:
                     return _respond(start_response, too_large())
-                judged = body_rules.judge(req.method, req.path, template, body, identity)
+                judged = body_rules.judge(
+                    req.method, req.path, target, body, req.headers.get("content-type"), identity
+                )
                 if isinstance(judged, Response):
                     return _respond(start_response, judged)
                 # MLflow reads exactly the body that was judged.
