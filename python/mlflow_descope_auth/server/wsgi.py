@@ -47,6 +47,11 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The whole body, or None when it is over ``limit``. A chunked body (no Content-Length) is
+    read to its end, as the WSGI server de-chunks it."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        body = environ["wsgi.input"].read(limit + 1)
+        return None if len(body) > limit else body
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
