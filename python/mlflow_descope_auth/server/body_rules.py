@@ -81,9 +81,7 @@ _RUN_TAGS = frozenset(
 
 
 def needs_body(method: str, target: Target) -> bool:
-    return method in WRITE_METHODS and (
-        _is_flask_json(target) or _is_fastapi_json(target) or _is_judged(target.template)
-    )
+    return method in WRITE_METHODS and (_is_flask_json(target) or _is_judged(target.template))
 
 
 def _is_judged(template: str) -> bool:
@@ -97,13 +95,6 @@ def _is_flask_json(target: Target) -> bool:
     return target.source == "flask" and (
         (target.template.startswith("API/") and not _RAW_BODY.fullmatch(target.template))
         or target.template == "/graphql"
-    )
-
-
-def _is_fastapi_json(target: Target) -> bool:
-    """MLflow's FastAPI routes that take JSON (all but the artifact upload and OTLP ingest)."""
-    return target.source == "fastapi" and not (
-        _RAW_BODY.fullmatch(target.template) or target.template == "/v1/traces"
     )
 
 
