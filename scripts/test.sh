@@ -37,7 +37,7 @@ mypy tests_py benchmarks examples
 # (and no stray module in the working directory shadows the standard library).
 stub_dir=$(mktemp -d)
 (cd "$stub_dir" && python3 -m mypy.stubtest mlflow_descope_auth._core)
-rmdir "$stub_dir"
+rm -rf "$stub_dir"
 
 step "pytest (real mlflow server, real HTTP, the offline Descope emulator)"
 python3 -m pytest tests_py
