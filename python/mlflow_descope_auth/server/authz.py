@@ -116,6 +116,7 @@ def provision(identity: Identity) -> None:
     of this process: another worker or replica may have written something else since."""
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth import auth_config, store
+    from sqlalchemy.exc import IntegrityError
 
     username = identity.username
     try:
@@ -140,7 +141,8 @@ def provision(identity: Identity) -> None:
             with contextlib.suppress(MlflowException):  # another worker did it a moment ago
                 store.unassign_role_from_user(user.id, role_id)
     if wanted is not None and wanted not in held:
-        with contextlib.suppress(MlflowException):
+        # A browser's parallel first requests race here; the loser's insert hits the unique key.
+        with contextlib.suppress(MlflowException, IntegrityError):
             store.assign_role_to_user(user.id, baseline_role_id(wanted))
 
 

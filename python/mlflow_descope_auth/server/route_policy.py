@@ -443,12 +443,6 @@ class RouteTable:
         routes = [] if app is flask_app else list(getattr(app, "routes", []))
         return cls(routes, flask_app, static_prefix)
 
-    def routes(self) -> Iterator[Route]:
-        for _, _, route in self._fastapi:
-            yield route
-        for rule in self._flask.map.iter_rules():
-            yield Route(str(rule.rule), frozenset(rule.methods or ()), "flask")
-
     def resolve(self, method: str, path: str) -> Route | None:
         return _resolve(self, method, path)
 
