@@ -167,3 +167,27 @@ def test_a_revocation_applies_to_the_next_request_on_every_worker(descope: Desco
     db = f"sqlite:///{descope.workdir / 'auth.db'}"
     subprocess.run([sys.executable, "-c", script, db, grant["username"], exp], check=True, timeout=120)
     assert _statuses(descope, run_id) == {403}, "revoked in the database: refused on every worker"
+
+
+def test_roles_named_answers_like_mlflows_list_user_roles(tmp_path: Path) -> None:
+    import secrets
+
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")  # type: ignore[no-untyped-call]
+    alice = store.create_user("alice", secrets.token_urlsafe(16))
+    bob = store.create_user("bob", secrets.token_urlsafe(16))
+    for name in ("descope-baseline-READ", "descope-baseline-EDIT", "team", "descope_baseline_x"):
+        role = store.create_role(name, "default")
+        store.assign_role_to_user(alice.id, role.id)
+    store.grant_user_permission("alice", "experiment", "1", "EDIT")  # alice's own grants: a role too
+    for user in (alice, bob):
+        expected = {
+            r.name: r.id for r in store.list_user_roles(user.id) if r.name.startswith("descope-baseline-")
+        }
+        assert permission_lookups.roles_named(store, user.id, "descope-baseline-") == expected
+    assert set(permission_lookups.roles_named(store, alice.id, "descope-baseline-")) == {
+        "descope-baseline-READ",
+        "descope-baseline-EDIT",
+    }

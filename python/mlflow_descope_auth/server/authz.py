@@ -25,6 +25,7 @@ from mlflow_descope_auth._core import (
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.gate import admissions
 from mlflow_descope_auth.server.http import parse_cookies
+from mlflow_descope_auth.server.permission_lookups import roles_named
 from mlflow_descope_auth.settings import get_descope_client
 
 _log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def provision(identity: Identity) -> None:
     level = identity.permission
     baseline = not identity.is_admin and level != auth_config.default_permission and level in BASELINE_LEVELS
     wanted = f"{BASELINE_ROLE_PREFIX}{level}" if baseline else None
-    held = {r.name: r.id for r in store.list_user_roles(user.id) if r.name.startswith(BASELINE_ROLE_PREFIX)}
+    held = roles_named(store, user.id, BASELINE_ROLE_PREFIX)
     for name, role_id in held.items():
         if name != wanted:
             with contextlib.suppress(MlflowException):  # another worker did it a moment ago

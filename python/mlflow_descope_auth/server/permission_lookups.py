@@ -164,6 +164,24 @@ def _clearing_memo(method: Callable[..., Any]) -> Callable[..., Any]:
     return write
 
 
+def roles_named(store: Any, user_id: int, prefix: str) -> dict[str, int]:
+    """The user's roles whose name starts with ``prefix``, name -> id: what
+    ``store.list_user_roles`` answers (filtered), in one query instead of two and without loading
+    every role's grants. Read on every request by ``authz.provision``."""
+    from mlflow.server.auth.db.models import SqlRole, SqlUserRoleAssignment
+
+    with store.ManagedSessionMaker() as session:
+        rows = (
+            session.query(SqlRole.name, SqlRole.id)
+            .join(SqlUserRoleAssignment, SqlRole.id == SqlUserRoleAssignment.role_id)
+            .filter(
+                SqlUserRoleAssignment.user_id == user_id, SqlRole.name.startswith(prefix, autoescape=True)
+            )
+            .all()
+        )
+    return {str(name): int(role_id) for name, role_id in rows}
+
+
 def install() -> set[str]:
     """Installs each where it holds; returns what is installed ("run_requirement", "user_memo")."""
     import mlflow.server.auth as mlflow_auth
