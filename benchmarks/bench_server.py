@@ -5,6 +5,11 @@ metrics, search runs). The load generator is `wrk` (C, not Python), one short bu
 round, all contenders interleaved in every round; medians over rounds.
 
     python benchmarks/bench_server.py [--rounds 5] [--seconds 2] [--workers 1 2] [--json out.json]
+
+`--compare-src DIR` adds a contender `descope-base`: the same server with the package's Python code
+taken from DIR (e.g. `git archive <commit> python | tar -x -C /tmp/base`, plus the built `_core`
+extension copied into DIR/mlflow_descope_auth/), so a change is measured against the code before it
+in the same run.
 """
 
 from __future__ import annotations
@@ -144,9 +149,13 @@ def basic_auth_server(workdir: Path, workers: int, tags: Tags) -> Iterator[list[
 
 
 @contextlib.contextmanager
-def descope_server(workdir: Path, workers: int, emu: Emulator, tags: Tags) -> Iterator[list[Target]]:
+def descope_server(
+    workdir: Path, workers: int, emu: Emulator, tags: Tags, auth: str = "descope", source: Path | None = None
+) -> Iterator[list[Target]]:
     workdir.mkdir(parents=True, exist_ok=True)
     env = server_env(emu, workdir, **NO_JOB_RUNNER)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     args = ("--app-name", "descope", "--workers", str(workers))
     with mlflow_server(workdir, extra_args=args, env=env) as url:
         admin = "Bearer " + emu.login("admin")["sessionJwt"]
@@ -162,8 +171,8 @@ def descope_server(workdir: Path, workers: int, emu: Emulator, tags: Tags) -> It
         exp_id, run_id = _seed(url, admin, tags)
         _grant(url, admin, emu.user("reader").user_id, exp_id)
         yield [
-            Target("descope", workers, "admin", url, admin, exp_id, run_id),
-            Target("descope", workers, "user", url, reader, exp_id, run_id),
+            Target(auth, workers, "admin", url, admin, exp_id, run_id),
+            Target(auth, workers, "user", url, reader, exp_id, run_id),
         ]
 
 
@@ -271,7 +280,9 @@ def _start_all(factories: list[Any], stack: contextlib.ExitStack) -> list[Target
     return targets
 
 
-def run(rounds: int, seconds: int, worker_counts: list[int], connections: int) -> dict[str, Any]:
+def run(
+    rounds: int, seconds: int, worker_counts: list[int], connections: int, compare_src: Path | None = None
+) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
     root = Path(
@@ -289,6 +300,12 @@ def run(rounds: int, seconds: int, worker_counts: list[int], connections: int) -
                     lambda w=w: basic_auth_server(root / f"basic-{w}", w, tags),
                     lambda w=w: descope_server(root / f"descope-{w}", w, emu, tags),
                 ]
+                if compare_src is not None:
+                    servers.append(
+                        lambda w=w: descope_server(
+                            root / f"descope-base-{w}", w, emu, tags, auth="descope-base", source=compare_src
+                        )
+                    )
             targets = _start_all(servers, stack)
             for t in targets:
                 t.pids = _server_pids(t.url)
@@ -342,6 +359,9 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
         row["cpu_vs_none"] = row["cpu_ms"] / none["cpu_ms"] if none and none["cpu_ms"] else None
         row["cpu_vs_basic_auth"] = row["cpu_ms"] / basic["cpu_ms"] if basic and basic["cpu_ms"] else None
         row["rps_vs_basic_auth"] = row["rps"] / basic["rps"] if basic and basic["rps"] else None
+        base = find("descope-base", row["workers"], row["user"], row["call"])
+        row["cpu_vs_descope_base"] = row["cpu_ms"] / base["cpu_ms"] if base and base["cpu_ms"] else None
+        row["rps_vs_descope_base"] = row["rps"] / base["rps"] if base and base["rps"] else None
 
 
 def main() -> None:
@@ -351,16 +371,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--compare-src", type=Path, default=None, help="add descope-base: this package's code from DIR"
+    )
     args = parser.parse_args()
-    result = run(args.rounds, args.seconds, args.workers, args.connections)
-    print("| workers | call | auth | user | req/s | p50 ms | p99 ms | CPU ms/req | x none | x basic-auth |")
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
+    result = run(args.rounds, args.seconds, args.workers, args.connections, args.compare_src)
+    print(
+        "| workers | call | auth | user | req/s | p50 ms | p99 ms | CPU ms/req | x none | x basic-auth "
+        "| CPU x descope-base |"
+    )
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}" if value else ""
+
     for r in result["rows"]:
-        vs_none = f"{r['rps_vs_none']:.2f}" if r["rps_vs_none"] else ""
-        vs_basic = f"{r['rps_vs_basic_auth']:.2f}" if r["rps_vs_basic_auth"] else ""
         print(
             f"| {r['workers']} | {r['call']} | {r['auth']} | {r['user']} | {r['rps']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_ms']:.2f} | {vs_none} | {vs_basic} |"
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_ms']:.2f} | {ratio(r['rps_vs_none'])} | "
+            f"{ratio(r['rps_vs_basic_auth'])} | {ratio(r['cpu_vs_descope_base'])} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
