@@ -166,20 +166,29 @@ def _clearing_memo(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def roles_named(store: Any, user_id: int, prefix: str) -> dict[str, int]:
     """The user's roles whose name starts with ``prefix``, name -> id: what
-    ``store.list_user_roles`` answers (filtered), in one query instead of two and without loading
-    every role's grants. Read on every request by ``authz.provision``."""
+    ``store.list_user_roles`` answers (filtered), read on every request by ``authz.provision``. One
+    prepared statement on the store's primary engine: a tenth of the CPU of an ORM query, which
+    loads every role's grants besides (BENCHMARKS.md)."""
+    if any(c in prefix for c in "%_\\"):
+        raise ValueError(f"a LIKE wildcard in the role prefix {prefix!r}")
+    with store.engine.connect() as conn:
+        rows = conn.execute(_roles_statement(), {"user_id": user_id, "pattern": prefix + "%"}).all()
+    return {str(name): int(role_id) for name, role_id in rows}
+
+
+@functools.cache
+def _roles_statement() -> Any:
+    import sqlalchemy as sa
     from mlflow.server.auth.db.models import SqlRole, SqlUserRoleAssignment
 
-    with store.ManagedSessionMaker() as session:
-        rows = (
-            session.query(SqlRole.name, SqlRole.id)
-            .join(SqlUserRoleAssignment, SqlRole.id == SqlUserRoleAssignment.role_id)
-            .filter(
-                SqlUserRoleAssignment.user_id == user_id, SqlRole.name.startswith(prefix, autoescape=True)
-            )
-            .all()
+    return (
+        sa.select(SqlRole.name, SqlRole.id)
+        .join(SqlUserRoleAssignment, SqlRole.id == SqlUserRoleAssignment.role_id)
+        .where(
+            SqlUserRoleAssignment.user_id == sa.bindparam("user_id"),
+            SqlRole.name.like(sa.bindparam("pattern")),
         )
-    return {str(name): int(role_id) for name, role_id in rows}
+    )
 
 
 def install() -> set[str]:
