@@ -50,6 +50,7 @@ from .test_server_sessions import (
     emulator_refresh,
     expired_session,
     make_routes,
+    revoked_refresh,
     unit_request,
     wait_for_all_workers,
 )
@@ -269,14 +270,7 @@ def _same_worker(server: DescopeServer, reference: Pinned, conn: Pinned) -> bool
     remembered (for the grace period) by the worker that asked, and by no other: after `reference`
     was refused a new revoked token, `conn` asks Descope again only on the other worker."""
     emu = server.emulator
-    probe = emu.login("reader")["refreshJwt"]
-    revoked = requests.post(
-        f"{emu.base_url}/v1/auth/logout",
-        headers={"Authorization": f"Bearer {emu.project_id}:{probe}"},
-        json={},
-        timeout=TIMEOUT,
-    )
-    assert revoked.status_code == 200, revoked.text
+    probe = revoked_refresh(emu, "reader")
     headers = {**jar(expired_session(emu, "reader"), probe), **JSON}
     start = emu.stats()["refresh"]
     assert reference.request("GET", SEARCH, headers).status == 401

@@ -524,7 +524,7 @@ def test_concurrent_requests_with_one_stale_pair_all_succeed(short: DescopeServe
 # -- 4. a session that cannot be renewed -------------------------------------------------------------
 
 
-def _revoked_refresh(emu: Emulator, login_id: str) -> str:
+def revoked_refresh(emu: Emulator, login_id: str) -> str:
     dsr: str = emu.login(login_id)["refreshJwt"]
     resp = requests.post(
         f"{emu.base_url}/v1/auth/logout",
@@ -544,7 +544,7 @@ def test_unrenewable_session_is_refused_and_cookies_cleared(short: DescopeServer
     if refresh == "garbage":
         dsr = "not-a-refresh-token"
     elif refresh == "revoked":
-        dsr = _revoked_refresh(emu, "reader")
+        dsr = revoked_refresh(emu, "reader")
     elif refresh == "session token":
         dsr = emu.login("reader")["sessionJwt"]
     jar = cookie_header(stale, dsr)

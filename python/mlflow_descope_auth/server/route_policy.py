@@ -444,7 +444,9 @@ class RouteTable:
         return cls(routes, flask_app, static_prefix)
 
     def resolve(self, method: str, path: str) -> Route | None:
-        return _resolve(self, method, path)
+        # Paths carry ids, so the cache holds only the most recent ones; the answer depends only on
+        # the (immutable) route table.
+        return _cached(self, method, path)
 
     def judge(self, method: str, path: str) -> tuple[Access, Target] | None:
         """The class of the route serving this request, and the route; None when no route serves
@@ -477,12 +479,6 @@ class RouteTable:
 @functools.lru_cache(maxsize=8192)
 def _cached(table: RouteTable, method: str, path: str) -> Route | None:
     return table._resolve_uncached(method, path)
-
-
-def _resolve(table: RouteTable, method: str, path: str) -> Route | None:
-    # Paths carry ids, so the cache holds only the most recent ones; the answer depends only on
-    # the (immutable) route table.
-    return _cached(table, method, path)
 
 
 def _literal_prefix(template: str) -> str:
