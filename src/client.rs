@@ -1,12 +1,13 @@
 //! The core's front door: validate sessions, refresh, exchange access keys, me, logout.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::admissions::{self, Admissions};
 use crate::api::{DescopeApi, JwtResponse};
 use crate::cache::{token_digest, TokenCache};
+use crate::clock::{self, Clock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -28,19 +29,37 @@ pub struct DescopeClient {
     api: Arc<DescopeApi>,
     keys: KeyStore,
     cache: TokenCache,
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    admissions: Admissions,
+    clock: Arc<dyn Clock>,
 }
 
 impl DescopeClient {
     pub fn new(cfg: Config) -> Self {
+        Self::with_clock(cfg, clock::system())
+    }
+
+    /// A client whose notion of now (token expiry, caches, grace windows) is `clock`.
+    pub fn with_clock(cfg: Config, clock: Arc<dyn Clock>) -> Self {
         let cfg = Arc::new(cfg);
         let api = Arc::new(DescopeApi::new(&cfg.base_url, &cfg.project_id, cfg.http_timeout));
         let fetch_api = api.clone();
         let keys = KeyStore::new(Box::new(move || fetch_api.fetch_keys()), cfg.key_refetch_interval, cfg.key_ttl);
-        DescopeClient { cache: TokenCache::new(cfg.token_cache_size), cfg, api, keys }
+        DescopeClient {
+            cache: TokenCache::new(cfg.token_cache_size),
+            admissions: Admissions::default(),
+            cfg,
+            api,
+            keys,
+            clock,
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn admitted_count(&self) -> usize {
+        self.admissions.len()
     }
 
     pub fn config(&self) -> &Config {
@@ -62,7 +81,7 @@ impl DescopeClient {
             // Before hashing: an oversized token costs nothing but this comparison.
             return Err(token::too_long(session_jwt.len(), self.cfg.max_token_bytes));
         }
-        let now = unix_now();
+        let now = self.clock.unix_seconds();
         // Before the cache: a refetch that drops a key must invalidate what that key verified.
         self.keys.refresh_if_stale();
         let epoch = self.keys.epoch();
@@ -71,16 +90,39 @@ impl DescopeClient {
         // A hit is a token that passed every check below before (same SHA-256), so its header
         // need not be parsed again.
         if let Some(hit) = digest.as_ref().and_then(|d| self.cache.get(d, now, epoch)) {
+            self.admit(session_jwt, digest, &hit, now);
             return Ok(hit);
         }
         let header = token::precheck(session_jwt, self.cfg.max_token_bytes)?;
         let key = self.keys.get(&header.kid)?;
-        let claims = token::verify(session_jwt, &header, &key, &self.cfg)?;
+        let claims = token::verify(session_jwt, &header, &key, &self.cfg, now)?;
         let identity = Arc::new(Identity::from_claims(claims, &self.cfg)?);
         if let Some(digest) = digest {
             self.cache.insert(digest, identity.clone(), now, epoch);
         }
+        self.admit(session_jwt, digest, &identity, now);
         Ok(identity)
+    }
+
+    /// Every session this client verifies close to its expiry is admitted (see [`admissions`]).
+    fn admit(&self, session_jwt: &str, digest: Option<[u8; 32]>, identity: &Arc<Identity>, now: i64) {
+        if identity.expires_at - now <= admissions::WINDOW_SECONDS {
+            let digest = digest.unwrap_or_else(|| token_digest(session_jwt));
+            self.admissions.admit(digest, identity, now);
+        }
+    }
+
+    /// Like [`validate`](Self::validate), but a session this client verified shortly before it
+    /// expired is still accepted for a short grace: for a second check of the credential later in
+    /// the same request (MLflow's authorization function after the server's gate).
+    pub fn validate_admitted(&self, session_jwt: &str) -> Result<Arc<Identity>> {
+        match self.validate(session_jwt) {
+            Err(e @ Error::ExpiredToken { .. }) => {
+                let now = self.clock.unix_seconds();
+                self.admissions.get(&token_digest(session_jwt), now).ok_or(e)
+            }
+            other => other,
+        }
     }
 
     /// The identity of a token validated before, without any I/O or crypto; `None` when it is not in
@@ -90,7 +132,11 @@ impl DescopeClient {
         if session_jwt.len() > self.cfg.max_token_bytes || self.keys.is_stale() {
             return None;
         }
-        self.cache.get(&token_digest(session_jwt), unix_now(), self.keys.epoch())
+        let now = self.clock.unix_seconds();
+        let digest = token_digest(session_jwt);
+        let hit = self.cache.get(&digest, now, self.keys.epoch())?;
+        self.admit(session_jwt, Some(digest), &hit, now);
+        Some(hit)
     }
 
     /// Validates `session_jwt`; when it is expired (or missing) and a refresh token is given,
@@ -122,7 +168,8 @@ impl DescopeClient {
     pub fn validate_refresh_token(&self, refresh_jwt: &str) -> Result<i64> {
         let header = token::precheck(refresh_jwt, self.cfg.max_token_bytes)?;
         let key = self.keys.get(&header.kid)?;
-        let claims = token::verify_kind(refresh_jwt, &header, &key, &self.cfg, token::TokenKind::Refresh)?;
+        let now = self.clock.unix_seconds();
+        let claims = token::verify_kind(refresh_jwt, &header, &key, &self.cfg, token::TokenKind::Refresh, now)?;
         claims.get("exp").and_then(serde_json::Value::as_i64).ok_or_else(|| Error::invalid("it has no 'exp' claim"))
     }
 

@@ -15,7 +15,7 @@ pub enum ErrorKind {
     Api,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("configuration error in {var}: {reason}")]
     Config { var: &'static str, reason: String },
@@ -37,6 +37,11 @@ pub enum Error {
 
     #[error("Descope {operation} failed: {reason}")]
     Api { operation: &'static str, reason: String },
+
+    /// The store the server's processes share for refreshes failed; like Descope being out of
+    /// reach, the session cannot be renewed right now but nothing is wrong with it.
+    #[error("coordinating the session refresh failed: {0}; retry in a moment")]
+    Coordination(String),
 }
 
 impl Error {
@@ -49,6 +54,7 @@ impl Error {
             Error::RefreshFailed(_) => ErrorKind::RefreshFailed,
             Error::AccessKeyRejected(_) => ErrorKind::AccessKeyRejected,
             Error::Api { .. } => ErrorKind::Api,
+            Error::Coordination(_) => ErrorKind::Unreachable,
         }
     }
 

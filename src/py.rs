@@ -16,6 +16,8 @@ use crate::error::{Error, ErrorKind};
 use crate::identity::Identity;
 use crate::session::{ClientSession, Source};
 
+mod refresh;
+
 create_exception!(mlflow_descope_auth, DescopeAuthError, PyException, "Base class of every error this package raises.");
 create_exception!(
     mlflow_descope_auth,
@@ -344,6 +346,11 @@ impl PyDescopeClient {
     fn cached_sessions(&self) -> usize {
         self.inner.cache().len()
     }
+    /// How many near-expiry sessions are admitted for their grace now.
+    #[getter]
+    fn admitted_sessions(&self) -> usize {
+        self.inner.admitted_count()
+    }
 
     /// The effective settings (nothing secret is among them).
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -372,23 +379,21 @@ impl PyDescopeClient {
         py.detach(move || inner.keys().refetch()).map_err(to_pyerr)
     }
 
-    /// Validates a session token and returns its identity. When the session is expired and a
-    /// refresh token is given, refreshes and returns the new session's identity (use
-    /// `validate_and_refresh_session` to get the new tokens too).
-    #[pyo3(signature = (session_token, refresh_token=None))]
-    fn validate_session(
-        &self,
-        py: Python<'_>,
-        session_token: &str,
-        refresh_token: Option<&str>,
-    ) -> PyResult<PyIdentity> {
+    /// Validates a session token and returns its identity. To renew an expired session as well
+    /// (and get the new tokens, including a rotated refresh token) use
+    /// `validate_and_refresh_session`.
+    fn validate_session(&self, py: Python<'_>, session_token: &str) -> PyResult<PyIdentity> {
         let inner = &self.inner;
-        let identity = py
-            .detach(|| match refresh_token {
-                None => inner.validate(session_token),
-                Some(rt) => inner.validate_or_refresh(Some(session_token), Some(rt)).map(|(id, _)| id),
-            })
-            .map_err(to_pyerr)?;
+        let identity = py.detach(|| inner.validate(session_token)).map_err(to_pyerr)?;
+        Ok(wrap_identity(identity))
+    }
+
+    /// Like `validate_session`, but a session this client verified shortly before its expiry is
+    /// accepted for a minute after it: for a second look at the credential later in the same
+    /// request (MLflow's authorization function, after the server's gate).
+    fn validate_admitted(&self, py: Python<'_>, session_token: &str) -> PyResult<PyIdentity> {
+        let inner = &self.inner;
+        let identity = py.detach(|| inner.validate_admitted(session_token)).map_err(to_pyerr)?;
         Ok(wrap_identity(identity))
     }
 
@@ -534,6 +539,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIdentity>()?;
     m.add_class::<PySessionResult>()?;
     m.add_class::<PyClientSession>()?;
+    m.add_class::<refresh::PyRefreshCoordinator>()?;
     m.add("DescopeAuthError", py.get_type::<DescopeAuthError>())?;
     m.add("ConfigurationError", py.get_type::<ConfigurationError>())?;
     m.add("InvalidTokenError", py.get_type::<InvalidTokenError>())?;

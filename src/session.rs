@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::client::{unix_now, DescopeClient, IssuedSession};
+use crate::client::{DescopeClient, IssuedSession};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 
@@ -63,6 +63,10 @@ impl ClientSession {
         Ok(s)
     }
 
+    fn now(&self) -> i64 {
+        self.client.clock().unix_seconds()
+    }
+
     fn can_renew(&self) -> bool {
         self.access_key.is_some() || self.refresh.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
@@ -80,7 +84,7 @@ impl ClientSession {
 
     /// The token to send now; renews first when it is close to expiry.
     pub fn token(&self) -> Result<(Arc<str>, Arc<Identity>)> {
-        if let Some(found) = self.current(unix_now()) {
+        if let Some(found) = self.current(self.now()) {
             return Ok(found);
         }
         self.renew(None)
@@ -98,7 +102,7 @@ impl ClientSession {
             let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = cur.as_ref() {
                 let replaced = rejected.is_some_and(|r| *r != *c.token);
-                if replaced || (rejected.is_none() && unix_now() < c.renew_at) {
+                if replaced || (rejected.is_none() && self.now() < c.renew_at) {
                     return Ok((c.token.clone(), c.identity.clone()));
                 }
             }
@@ -117,7 +121,7 @@ impl ClientSession {
         let Some(rt) = refresh.clone() else {
             // Nothing to renew with: keep the token until it really expires, then say what to set.
             let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = cur.as_ref().filter(|c| unix_now() < c.identity.expires_at) {
+            if let Some(c) = cur.as_ref().filter(|c| self.now() < c.identity.expires_at) {
                 return Ok(IssuedSession {
                     session_jwt: c.token.to_string(),
                     refresh_jwt: None,

@@ -113,11 +113,19 @@ pub enum TokenKind {
 }
 
 /// Signature and claims of a session token. `header` is what [`precheck`] returned for the token.
-pub fn verify(token: &str, header: &Header, key: &VerifyKey, cfg: &Config) -> Result<Claims> {
-    verify_kind(token, header, key, cfg, TokenKind::Session)
+pub fn verify(token: &str, header: &Header, key: &VerifyKey, cfg: &Config, now: i64) -> Result<Claims> {
+    verify_kind(token, header, key, cfg, TokenKind::Session, now)
 }
 
-pub fn verify_kind(token: &str, header: &Header, key: &VerifyKey, cfg: &Config, kind: TokenKind) -> Result<Claims> {
+/// `now` is Unix seconds from the client's clock (`exp`/`nbf` are judged against it).
+pub fn verify_kind(
+    token: &str,
+    header: &Header,
+    key: &VerifyKey,
+    cfg: &Config,
+    kind: TokenKind,
+    now: i64,
+) -> Result<Claims> {
     // The key decides the algorithm. A token claiming another one (say HS256, to have the public key
     // used as an HMAC secret) is refused here, before any crypto.
     let token_alg = Algorithm::from_str(&header.alg).map_err(|_| Error::invalid("its algorithm is unknown"))?;
@@ -137,7 +145,7 @@ pub fn verify_kind(token: &str, header: &Header, key: &VerifyKey, cfg: &Config, 
     let payload = message.split_once('.').map(|(_, p)| p).ok_or_else(malformed)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?;
     let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-    check_times(&claims, cfg.leeway.as_secs(), crate::client::unix_now())?;
+    check_times(&claims, cfg.leeway.as_secs(), now)?;
     if let Some(allowed) = &cfg.audience {
         check_audience(&claims, allowed)?;
     }

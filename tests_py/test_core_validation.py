@@ -220,17 +220,27 @@ def test_refresh_exchange_me_and_logout(client: DescopeClient) -> None:
             client.refresh_session(refreshed.refresh_token)
 
 
-def test_validate_session_refreshes_an_expired_session(emulator: Emulator, client: DescopeClient) -> None:
-    tokens = emulator.login("reader")
-    expired = emulator.sign({**emulator.session_claims("reader"), "exp": int(time.time()) - 30})
-    with pytest.raises(mda.ExpiredTokenError):
-        client.validate_session(expired)
-    identity = client.validate_session(expired, tokens["refreshJwt"])
-    assert identity.email == "reader@example.com"
-    result = client.validate_and_refresh_session(expired, tokens["refreshJwt"])
-    assert result.refreshed and result.session_token != expired
-    same = client.validate_and_refresh_session(result.session_token, tokens["refreshJwt"])
-    assert not same.refreshed and same.session_token == result.session_token
+def test_validate_and_refresh_returns_the_rotated_refresh_token() -> None:
+    """With rotation on, the refresh token sent is dead after the call: the result carries its
+    successor, and `validate_session` takes no refresh token (it would have to drop the successor)."""
+    with Emulator(rotate_refresh_tokens=True) as emu:
+        client = DescopeClient(emu.project_id, base_url=emu.base_url, http_timeout=5)
+        tokens = emu.login("reader")
+        expired = emu.sign({**emu.session_claims("reader"), "exp": int(time.time()) - 30})
+        with pytest.raises(mda.ExpiredTokenError):
+            client.validate_session(expired)
+        with pytest.raises(TypeError):
+            client.validate_session(expired, tokens["refreshJwt"])  # type: ignore[call-arg]
+        result = client.validate_and_refresh_session(expired, tokens["refreshJwt"])
+        assert result.refreshed and result.session_token != expired
+        assert result.identity.email == "reader@example.com"
+        assert result.refresh_token is not None and result.refresh_token != tokens["refreshJwt"]
+        with pytest.raises(mda.RefreshFailedError):
+            client.refresh_session(tokens["refreshJwt"])  # rotated away
+        again = client.validate_and_refresh_session(expired, result.refresh_token)
+        assert again.refreshed and again.refresh_token not in (None, result.refresh_token)
+        same = client.validate_and_refresh_session(again.session_token, again.refresh_token)
+        assert not same.refreshed and same.session_token == again.session_token
 
 
 def test_descope_unreachable_is_its_own_error_and_bounded_by_the_timeout() -> None:

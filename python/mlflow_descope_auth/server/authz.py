@@ -23,7 +23,6 @@ from mlflow_descope_auth._core import (
     Identity,
 )
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
-from mlflow_descope_auth.server.gate import admissions
 from mlflow_descope_auth.server.http import parse_cookies
 from mlflow_descope_auth.server.permission_lookups import roles_named
 from mlflow_descope_auth.settings import get_descope_client
@@ -93,13 +92,10 @@ def _authorize() -> Authorization | Response:
     if token is None:
         return _json_error(401, "UNAUTHENTICATED", "sign in with Descope")
     try:
-        identity = (_client or get_descope_client()).validate_session(token)
+        # A session the gate let in just before it expired is still this request's.
+        identity = (_client or get_descope_client()).validate_admitted(token)
     except ExpiredTokenError:
-        # Expired since the gate admitted this request (see gate.Admissions): still this request's.
-        admitted = admissions.identity(token)
-        if admitted is None:
-            return _json_error(401, "UNAUTHENTICATED", "the Descope session expired; refresh it and retry")
-        identity = admitted
+        return _json_error(401, "UNAUTHENTICATED", "the Descope session expired; refresh it and retry")
     except DescopeUnreachableError as exc:
         return _json_error(503, "TEMPORARILY_UNAVAILABLE", f"cannot verify the session right now: {exc}")
     except DescopeAuthError as exc:

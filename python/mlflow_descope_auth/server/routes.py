@@ -207,8 +207,12 @@ class AuthRoutes:
         ):
             return self._confirm_logout()
         if refresh is not None and genuine:
-            # First, so that no worker renews the session from its cache once this returns.
-            self.gate.refresher.forget(refresh)
+            # First, so that no worker or replica renews the session from a remembered result once
+            # this returns. When the shared store fails, this process still refuses the token.
+            try:
+                self.gate.refresher.revoke(refresh)
+            except DescopeAuthError as exc:
+                _log.warning("Could not share a sign-out with the other workers: %s", exc)
             try:
                 self.client.logout(refresh)
             except DescopeAuthError as exc:
