@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -156,7 +155,7 @@ def test_a_process_killed_inside_produce_blocks_nobody(setup: Setup, tmp_path: P
     assert inside.wait(WAIT)
     waiter = child(once_in_child, setup.spec, key, b"taken-over", str(produced), None, None)
     wait_until(lambda: setup.waiters() == 1, "the second process waiting for the lock")
-    os.kill(holder.proc.pid, signal.SIGKILL)
+    holder.proc.kill()  # SIGKILL
     assert waiter.result() == b"taken-over"
     assert producers(produced) == [str(holder.proc.pid), str(waiter.proc.pid)]
     # Saved for everyone else: nothing produced any more.
