@@ -5,23 +5,27 @@ slow Descope would have succeeded, so "refused, with the timeout's error" is the
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from mlflow_descope_auth.emulator import Emulator
+from mlflow_descope_auth.emulator.faults import MAX_DELAY_SECONDS
 
 from .descope_server import DescopeServer, descope_server
 from .test_server_sessions import (
     HTML,
     SEARCH,
+    TIMEOUT,
     WORKERS,
     burst,
     cookie_header,
+    emulator_refresh,
     get,
     set_cookies,
     sign_in,
@@ -258,3 +262,37 @@ def test_key_rotation(cold: DescopeServer) -> None:
     )  # "... which Descope no longer publishes / does not publish"
     assert status(new) == 401
     assert status(newest) == 200
+
+
+def test_a_delayed_request_whose_sender_vanished_is_never_processed() -> None:
+    """The delay fault is a stall in the network before Descope: a refresh whose client disconnects
+    meanwhile (a replica killed in the middle of a refresh) is dropped unprocessed, so its rotating
+    refresh token stays unused; a client that waits gets its answer after the delay."""
+    with Emulator(rotate_refresh_tokens=True) as emu:
+        refresh_jwt = emu.login("reader")["refreshJwt"]
+        emu.set_fault("delay", delay=MAX_DELAY_SECONDS, routes=["refresh"])
+        request = (
+            f"POST /v1/auth/refresh HTTP/1.1\r\nHost: {urlsplit(emu.base_url).netloc}\r\n"
+            f"Authorization: Bearer {emu.project_id}:{refresh_jwt}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        with socket.create_connection((emu.config.host, emu.port)) as sender:
+            sender.sendall(request.encode())
+            wait_for(lambda: emu.traffic()["inFlight"].get("refresh") == 1, "the refresh in flight")
+        wait_for(lambda: emu.traffic()["ended"].get("refresh") == {"dropped": 1}, "the refresh dropped")
+        assert emu.traffic() == requests.get(f"{emu.base_url}/emulator/traffic", timeout=TIMEOUT).json()
+        emu.set_fault("delay", delay=0.1, routes=["refresh"])
+        resp = emulator_refresh(emu, refresh_jwt)
+        assert resp.status_code == 200, resp.text  # the token was never used
+        assert resp.json()["refreshJwt"] != refresh_jwt
+        assert emu.traffic() == {"inFlight": {}, "ended": {"refresh": {"dropped": 1, "200": 1}}}
+        assert emu.stats()["refresh"] == 2
+        emu.reset_stats()
+        assert emu.traffic() == {"inFlight": {}, "ended": {}}
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)

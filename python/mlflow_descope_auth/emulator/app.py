@@ -23,7 +23,9 @@ Control routes (the emulator's own; never affected by faults):
 * ``POST   /emulator/keys/rotate``                 ``{"keepOld": true}`` -> ``{"kid", "keys"}``
 * ``GET    /emulator/faults``, ``POST /emulator/faults``, ``DELETE /emulator/faults`` (see faults.py);
   body e.g. ``{"mode": "error", "status": 503, "routes": ["refresh"], "seconds": 10}``
-* ``GET    /emulator/stats`` -> hits per route; ``POST /emulator/stats/reset``
+* ``GET    /emulator/stats`` -> hits per route; ``POST /emulator/stats/reset`` (resets the traffic too)
+* ``GET    /emulator/traffic`` -> requests in flight per route and how the finished ones ended
+  (``{"inFlight": {"refresh": 1}, "ended": {"refresh": {"200": 1, "dropped": 1}}}``, see traffic.py)
 * ``GET    /emulator/health``
 * ``GET    /emulator/web-component.js``            the stand-in ``<descope-wc>`` flow component (pick a
   demo user); a login page loads it from here instead of Descope's CDN. Cross-origin requests are
@@ -64,6 +66,7 @@ from .errors import (
 )
 from .faults import API_ROUTES, Fault, make_fault
 from .state import EmulatorState, user_object
+from .traffic import DROPPED, Traffic
 
 log = logging.getLogger("mlflow_descope_auth.emulator")
 
@@ -71,6 +74,12 @@ MAX_BODY_BYTES = 64 * 1024
 _FAULT_FIELDS = ("mode", "status", "delay", "seconds", "routes", "retryAfter")
 
 Handler = Callable[[Request], Awaitable[Any]]
+
+
+class _Dropped(Exception):
+    """The request's sender disconnected before it was processed."""
+
+
 WEB_COMPONENT = Path(__file__).with_name("static") / "web-component.js"
 
 
@@ -94,6 +103,21 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return value
 
 
+async def _client_left_during(request: Request, seconds: float) -> bool:
+    """Waits ``seconds``, as a stalled network would; True when the client disconnected meanwhile."""
+    await request.body()  # all of it: the next message can only be the disconnect
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnected(), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
 def _field(body: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
     value = body.get(name, default)
     if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
@@ -105,8 +129,10 @@ def create_app(
     state: EmulatorState,
     *,
     on_outage: Callable[[Fault], None] | None = None,
+    traffic: Traffic | None = None,
 ) -> Starlette:
     """The ASGI app; ``on_outage`` lets the server close its socket (outages need the real server)."""
+    traffic = traffic if traffic is not None else Traffic()
 
     def bearer_secret(request: Request, *, cookie: bool = False) -> str:
         header = request.headers.get("authorization")
@@ -128,10 +154,13 @@ def create_app(
             )
         return secret
 
-    async def injected_fault(route: str) -> Response | None:
+    async def injected_fault(route: str, request: Request) -> Response | None:
         error, delay = state.faults.for_route(route)
-        if delay is not None:
-            await asyncio.sleep(delay.delay)
+        if delay is not None and await _client_left_during(request, delay.delay):
+            # The stall was in the network, before Descope: a request whose sender is gone never
+            # arrives, so it is not processed (a refresh token it carried stays unused).
+            log.info("%s dropped unprocessed: the client disconnected during an injected delay", route)
+            raise _Dropped
         if error is None:
             return None
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
@@ -139,18 +168,33 @@ def create_app(
         return JSONResponse(body, status_code=error.status, headers=headers)
 
     def endpoint(route: str | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
-            if route is not None:
-                state.stats.hit(route)
+        async def answer(request: Request) -> Response:
             try:
                 if route in API_ROUTES:
-                    faulted = await injected_fault(route)
+                    faulted = await injected_fault(route, request)
                     if faulted is not None:
                         return faulted
                 result = await handler(request)
             except ApiError as exc:
                 return JSONResponse(exc.body(), status_code=exc.status)
             return result if isinstance(result, Response) else JSONResponse(result)
+
+        async def run(request: Request) -> Response:
+            if route is not None:
+                state.stats.hit(route)
+            if route not in API_ROUTES:
+                return await answer(request)
+            traffic.started(route)
+            outcome = "500"  # unless answered (the app's handler answers 500 to the unexpected)
+            try:
+                response = await answer(request)
+                outcome = str(response.status_code)
+                return response
+            except _Dropped:
+                outcome = DROPPED
+                return Response(status_code=499)  # nobody is left to read it
+            finally:
+                traffic.ended(route, outcome)
 
         return run
 
@@ -262,7 +306,11 @@ def create_app(
 
     async def reset_stats(request: Request) -> Any:
         state.stats.reset()
+        traffic.reset()
         return state.stats.snapshot()
+
+    async def get_traffic(request: Request) -> Any:
+        return traffic.snapshot()
 
     async def health(request: Request) -> Any:
         return {
@@ -310,6 +358,7 @@ def create_app(
         Route("/emulator/faults", endpoint(None, clear_faults), methods=["DELETE"]),
         Route("/emulator/stats", endpoint(None, stats), methods=["GET"]),
         Route("/emulator/stats/reset", endpoint(None, reset_stats), methods=["POST"]),
+        Route("/emulator/traffic", endpoint(None, get_traffic), methods=["GET"]),
         Route("/emulator/health", endpoint(None, health), methods=["GET"]),
         Route("/emulator/web-component.js", endpoint(None, web_component), methods=["GET"]),
     ]

@@ -1,7 +1,10 @@
 """Fault switches: make the emulated Descope API fail, stall or vanish on purpose.
 
 * ``error``: every targeted route answers ``status`` with a Descope-style error body.
-* ``delay``: every targeted route waits ``delay`` seconds before answering.
+* ``delay``: every targeted route waits ``delay`` seconds before answering: a stall in the network
+  before the request reaches Descope. A request whose client disconnects during the delay (it gave up,
+  or its process died) is therefore dropped unprocessed, and logged: a refresh token it carried stays
+  unused, as it would at Descope.
 * ``outage``: the listening socket is really closed (clients get "connection refused") for ``seconds``
   or until cleared, then reopened on the same port. The server runs outages; this module only
   validates them.

@@ -30,6 +30,7 @@ from .keys import SUPPORTED_ALGORITHMS, KeyRing, SigningKey
 from .listener import ThreadedServer
 from .state import EmulatorState
 from .tokens import TokenIssuer
+from .traffic import Traffic
 from .users import User, UserDirectory, demo_users, load_users_file
 
 log = logging.getLogger("mlflow_descope_auth.emulator")
@@ -111,7 +112,8 @@ class Emulator:
             issuer=issuer,
             rotate_refresh_tokens=cfg.rotate_refresh_tokens,
         )
-        app = create_app(self.state, on_outage=self._outage_from_http)
+        self._traffic = Traffic()
+        app = create_app(self.state, on_outage=self._outage_from_http, traffic=self._traffic)
         self._listener = ThreadedServer(app, cfg.host, cfg.port)
         self._lifecycle = threading.RLock()
         self._started = False
@@ -297,6 +299,11 @@ class Emulator:
 
     def reset_stats(self) -> None:
         self.state.stats.reset()
+        self._traffic.reset()
+
+    def traffic(self) -> dict[str, Any]:
+        """Requests in flight and how the finished ones ended, per route (see traffic.py)."""
+        return self._traffic.snapshot()
 
     # -- outages -------------------------------------------------------------------------------------
 
