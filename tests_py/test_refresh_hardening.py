@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import re
+import struct
 import threading
 import time
 import uuid
@@ -38,7 +39,6 @@ from playwright.sync_api import Browser, BrowserContext, expect
 from mlflow_descope_auth import DescopeClient
 from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.emulator.keys import SigningKey
-from mlflow_descope_auth.server.gate import RefreshCoordinator
 from mlflow_descope_auth.server.http import MAX_AUTH_BODY
 
 from .browser import chromium, screenshot
@@ -471,7 +471,7 @@ def test_signing_out_with_a_rotated_token_ends_its_predecessors_cached_renewal(
 
 def test_sign_out_tombstone_is_private_and_temporary(server: DescopeServer) -> None:
     """The tombstone lives in the state directory, mode 0600, named by the token's SHA-256 (never the
-    token), and lasts at least the refresh cache's grace period."""
+    token), and outlasts every result remembered for the token (4x the 30 s grace)."""
     ds, dsr = sign_in(server, "reader")
     out = requests.post(
         server.url + "/auth/logout",
@@ -481,12 +481,12 @@ def test_sign_out_tombstone_is_private_and_temporary(server: DescopeServer) -> N
     )
     assert out.status_code == 302, out.text
     refresh_dir = server.workdir / "state" / "refresh"
-    tomb = refresh_dir / f"{hashlib.sha256(dsr.encode()).hexdigest()}.revoked.json"
+    tomb = refresh_dir / f"{hashlib.sha256(dsr.encode()).hexdigest()}.revoked"
     assert tomb.exists(), sorted(p.name for p in refresh_dir.iterdir())
     assert tomb.stat().st_mode & 0o777 == 0o600, oct(tomb.stat().st_mode)
-    payload = json.loads(tomb.read_text())
-    assert payload["expires"] - time.time() >= RefreshCoordinator.GRACE_SECONDS, payload
-    token_on_disk = dsr in tomb.read_text()
+    (expires,) = struct.unpack_from(">d", tomb.read_bytes())
+    assert expires - time.time() >= 4 * 30 - TIMEOUT, expires
+    token_on_disk = dsr.encode() in tomb.read_bytes()
     assert not token_on_disk, "the tombstone holds the refresh token itself"
 
 

@@ -10,13 +10,14 @@ import os
 import sys
 from typing import Any
 
-from mlflow_descope_auth._core import ConfigurationError, DescopeClient
+from mlflow_descope_auth._core import ConfigurationError, DescopeClient, RefreshCoordinator
 from mlflow_descope_auth.server.settings import ServerSettings
 
 
 def create_app() -> Any:
     from mlflow_descope_auth.server import authz, bootstrap
     from mlflow_descope_auth.server.gate import Gate
+    from mlflow_descope_auth.server.refresh_store import open_refresh_store
     from mlflow_descope_auth.server.route_policy import RoutePolicy, RouteTable
     from mlflow_descope_auth.server.routes import AuthRoutes
     from mlflow_descope_auth.settings import get_descope_client
@@ -28,13 +29,18 @@ def create_app() -> Any:
 
     # Imported only after `prepare`: mlflow.server.auth reads its config file at import.
     from mlflow.server import app as flask_app
+    from mlflow.server.auth import auth_config
     from mlflow.server.auth import create_app as create_mlflow_auth_app
 
     inner = create_mlflow_auth_app(flask_app)
     from mlflow_descope_auth.server import permission_lookups
 
     permission_lookups.install()
-    gate = Gate(client, settings)
+    # Refresh results are shared where the workers and replicas already meet: the auth DB when it is
+    # PostgreSQL, else the state directory; sealed with a key only servers holding the secret derive.
+    store = open_refresh_store(auth_config.database_uri, settings.state_dir)
+    refresher = RefreshCoordinator(client, bootstrap.flask_secret_key(settings), store)
+    gate = Gate(client, settings, refresher)
     routes = AuthRoutes(gate, client)
     policy = RoutePolicy(RouteTable.for_app(inner, flask_app, settings.static_prefix))
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
