@@ -24,6 +24,9 @@ Control routes (the emulator's own; never affected by faults):
 * ``GET    /emulator/faults``, ``POST /emulator/faults``, ``DELETE /emulator/faults`` (see faults.py);
   body e.g. ``{"mode": "error", "status": 503, "routes": ["refresh"], "seconds": 10}``
 * ``GET    /emulator/stats`` -> hits per route; ``POST /emulator/stats/reset``
+* ``GET    /emulator/clock``, ``POST /emulator/clock`` ``{"offset": -700}`` -> ``{"offset", "now"}``: the
+  emulator's now, in seconds from the system clock, for the times in tokens issued from then on (see
+  clock.py); ``{"offset": 0}`` goes back to the system clock
 * ``GET    /emulator/health``
 * ``GET    /emulator/web-component.js``            the stand-in ``<descope-wc>`` flow component (pick a
   demo user); a login page loads it from here instead of Descope's CDN. Cross-origin requests are
@@ -264,6 +267,23 @@ def create_app(
         state.stats.reset()
         return state.stats.snapshot()
 
+    def clock_state() -> dict[str, float]:
+        return {"offset": state.issuer.clock.offset, "now": state.issuer.clock.now()}
+
+    async def get_clock(request: Request) -> Any:
+        return clock_state()
+
+    async def set_clock(request: Request) -> Any:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"offset"})
+        if unknown or "offset" not in body:
+            raise ApiError(400, INVALID_ARGUMENTS, "offset: required, and the only field")
+        try:
+            state.issuer.clock.set_offset(body["offset"])
+        except ValueError as exc:
+            raise ApiError(400, INVALID_ARGUMENTS, str(exc)) from None
+        return clock_state()
+
     async def health(request: Request) -> Any:
         return {
             "status": "ok",
@@ -310,6 +330,8 @@ def create_app(
         Route("/emulator/faults", endpoint(None, clear_faults), methods=["DELETE"]),
         Route("/emulator/stats", endpoint(None, stats), methods=["GET"]),
         Route("/emulator/stats/reset", endpoint(None, reset_stats), methods=["POST"]),
+        Route("/emulator/clock", endpoint(None, get_clock), methods=["GET"]),
+        Route("/emulator/clock", endpoint(None, set_clock), methods=["POST"]),
         Route("/emulator/health", endpoint(None, health), methods=["GET"]),
         Route("/emulator/web-component.js", endpoint(None, web_component), methods=["GET"]),
     ]
