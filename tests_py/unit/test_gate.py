@@ -19,7 +19,14 @@ from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.server.gate import Gate, Verdict
 from mlflow_descope_auth.server.http import Response
 
-from .inprocess import HOST, expired_session, issued_in_the_past, make_settings, response_cookies, unit_request
+from .inprocess import (
+    HOST,
+    expired_session,
+    issued_in_the_past,
+    make_settings,
+    response_cookies,
+    unit_request,
+)
 
 SEARCH = "/api/2.0/mlflow/experiments/search"
 CREATE = "/api/2.0/mlflow/experiments/create"
@@ -88,7 +95,8 @@ def assert_cleared(verdict_or_headers: list[tuple[str, str]]) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout", "/auth/static/login.js"]
+    "path",
+    ["/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout", "/auth/static/login.js"],
 )
 def test_public_paths_pass_without_credentials_and_lose_spoofed_headers(gate: Gate, path: str) -> None:
     verdict = gate.check(unit_request("GET", path, headers=SPOOFED))
@@ -197,7 +205,10 @@ def test_navigation_is_redirected_and_the_rest_gets_401_json(
 ) -> None:
     verdict = gate.check(unit_request(method, "/experiments/1", headers=headers, query="tab=runs&q=a%2Fb"))
     if navigation:
-        assert login_redirect(verdict) == {"next": ["/experiments/1?tab=runs&q=a%2Fb"], "message": ["required"]}
+        assert login_redirect(verdict) == {
+            "next": ["/experiments/1?tab=runs&q=a%2Fb"],
+            "message": ["required"],
+        }
     else:
         assert_401(verdict, message="sign in with Descope")
 
@@ -343,7 +354,9 @@ def unreachable_gate(tmp_path: Path) -> Gate:
 
 def test_unreachable_descope_is_a_503_for_api_clients(unreachable_gate: Gate, emulator: Emulator) -> None:
     token = emulator.login("reader")["sessionJwt"]
-    verdict = unreachable_gate.check(unit_request("GET", SEARCH, headers={"authorization": f"Bearer {token}"}))
+    verdict = unreachable_gate.check(
+        unit_request("GET", SEARCH, headers={"authorization": f"Bearer {token}"})
+    )
     assert verdict.response is not None and verdict.identity is None
     assert verdict.response.status == 503
     assert body(verdict.response)["error_code"] == "TEMPORARILY_UNAVAILABLE"
