@@ -21,9 +21,10 @@ import requests
 from mlflow_descope_auth.emulator import Emulator
 
 from .descope_server import DescopeServer, descope_server
-from .unit.inprocess import expired_session, issued_in_the_past
 
-# Other system tests import these from here.
+# The `as` imports are re-exported: other system tests import them from here.
+from .unit.inprocess import expired_session as expired_session
+from .unit.inprocess import issued_in_the_past
 from .unit.inprocess import make_routes as make_routes
 from .unit.inprocess import unit_request as unit_request
 

@@ -23,7 +23,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """MLflow's auth store (the module-level one its validators read), on a database of this module."""
     from mlflow.server.auth import store as auth_store
 
-    auth_store.init_db(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'auth.db'}")
+    auth_store.init_db(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'auth.db'}")  # type: ignore[no-untyped-call]
     authz.ensure_baseline_roles()
     return auth_store
 
