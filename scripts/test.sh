@@ -21,7 +21,10 @@ if [[ ${1:-} == --fast ]]; then
     cargo test
     step "fast tier: in-process Python tests (tests_py/unit)"
     cargo build --features python --lib
-    cp target/debug/libmlflow_descope_auth.so python/mlflow_descope_auth/_core.abi3.so
+    # A new file renamed over the old one: a process still running with the old one loaded (the
+    # full suite in another shell) keeps its copy instead of crashing on a rewritten library.
+    cp target/debug/libmlflow_descope_auth.so python/mlflow_descope_auth/_core.abi3.so.new
+    mv -f python/mlflow_descope_auth/_core.abi3.so.new python/mlflow_descope_auth/_core.abi3.so
     PYTHONPATH=python python3 -m pytest -m unit tests_py/unit
     exit 0
 elif (($#)); then
