@@ -1,10 +1,36 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine: installs what it needs, builds the
 # Rust extension once (through pip), then runs every check. Usage: ./scripts/test.sh
+#
+# ./scripts/test.sh --fast: the fast tier, for the edit-test loop (under a minute once the Rust
+# dependencies are built; the first run compiles them). Formatting and lints, the Rust tests (debug
+# profile), and the in-process Python tests (tests_py/unit, marker `unit`) against this checkout's
+# code: the extension is built in debug and copied next to the Python sources. It installs nothing:
+# run the full suite once first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+if [[ ${1:-} == --fast ]]; then
+    step "fast tier: formatting and lints"
+    cargo fmt --check
+    ruff check python tests_py benchmarks examples
+    ruff format --check python tests_py benchmarks examples
+    step "fast tier: Rust tests (debug)"
+    cargo test
+    step "fast tier: in-process Python tests (tests_py/unit)"
+    cargo build --features python --lib
+    # A new file renamed over the old one: a process still running with the old one loaded (the
+    # full suite in another shell) keeps its copy instead of crashing on a rewritten library.
+    cp target/debug/libmlflow_descope_auth.so python/mlflow_descope_auth/_core.abi3.so.new
+    mv -f python/mlflow_descope_auth/_core.abi3.so.new python/mlflow_descope_auth/_core.abi3.so
+    PYTHONPATH=python python3 -m pytest -m unit tests_py/unit
+    exit 0
+elif (($#)); then
+    echo "usage: $0 [--fast]" >&2
+    exit 2
+fi
 
 # Real parts the tests drive: a browser (login page), PostgreSQL and nginx (multi-replica), wrk (load).
 SYSTEM_PACKAGES=(chromium nginx postgresql wrk)
@@ -39,7 +65,7 @@ stub_dir=$(mktemp -d)
 (cd "$stub_dir" && python3 -m mypy.stubtest mlflow_descope_auth._core)
 rm -rf "$stub_dir"
 
-step "pytest (real mlflow server, real HTTP, the offline Descope emulator)"
+step "pytest: both tiers (unit: in-process; system: real mlflow server, real HTTP, the offline Descope emulator)"
 python3 -m pytest tests_py
 
 step "pytest again, against MLflow 3.18.0's server code (scripts/mlflow-3.18-venv.sh)"

@@ -54,6 +54,16 @@ def pytest_configure(config: pytest.Config) -> None:
     Path(config.rootpath, "test-artifacts").mkdir(exist_ok=True)
 
 
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tier follows the directory, so a new test cannot be left without one."""
+    for item in items:
+        tier = "unit" if UNIT_DIR in item.path.parents else "system"
+        item.add_marker(tier)
+
+
 @pytest.fixture(scope="session")
 def server_emulator() -> Iterator[Emulator]:
     """The emulator behind the shared descope server; tests must not change its users' roles."""

@@ -19,7 +19,7 @@ from mlflow_descope_auth.emulator import Emulator
 from .browser import chromium, screenshot
 from .descope_server import DescopeServer, descope_server
 from .servers import RecordingProxy
-from .test_server_sessions import expired_session
+from .unit.inprocess import expired_session
 
 UI_TIMEOUT_MS = 60_000
 

@@ -22,7 +22,7 @@ from mlflow_descope_auth.variables import VARIABLES
 
 from .descope_server import DescopeServer
 from .servers import free_port
-from .test_server_sessions import expired_session
+from .unit.inprocess import expired_session
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "mlflow_descope_auth.cli"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -87,13 +89,26 @@ def test_repeated_tokens_hit_the_cache_not_the_key_endpoint(
     assert client.cached_sessions == 1
 
 
+def public_pem(emulator: Emulator) -> bytes:
+    """The current signing key's public key as PEM: the HMAC secret of the classic confusion attack."""
+    return emulator.signing_key.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def hs256(header: dict[str, str], claims: dict[str, object], secret: bytes) -> str:
+    """A token MACed with HS256 by hand: PyJWT refuses to use a PEM public key as an HMAC secret."""
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
 def _forge(emulator: Emulator) -> dict[str, tuple[str, type[Exception], str]]:
     now = int(time.time())
     base = emulator.session_claims("admin")
     kid = emulator.signing_key.kid
     good = emulator.sign(base)
     h, p, s = good.split(".")
-    public_pem = emulator.signing_key.public_pem() if hasattr(emulator.signing_key, "public_pem") else None
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     foreign_pem = foreign.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -147,13 +162,12 @@ def _forge(emulator: Emulator) -> dict[str, tuple[str, type[Exception], str]]:
         "payload not JSON": (f"{h}.{b64(b'nope')}.{s}", mda.InvalidTokenError, "signature"),
         "1 MB": (f"{h}.{'A' * (1 << 20)}.{s}", mda.InvalidTokenError, "byte limit"),
         "empty": ("", mda.InvalidTokenError, "empty"),
-    }
-    if public_pem is not None:
-        cases["HS256 signed with the public key"] = (
-            f"{b64({'alg': 'HS256', 'kid': kid})}.{p}.{s}",
+        "HS256 signed with the public key": (
+            hs256({"alg": "HS256", "kid": kid, "typ": "JWT"}, base, public_pem(emulator)),
             mda.InvalidTokenError,
             "only asymmetric",
-        )
+        ),
+    }
     return cases
 
 
@@ -170,19 +184,13 @@ def test_adversarial_tokens_are_rejected_with_the_right_exception(
 
 
 def test_hs256_signed_with_the_public_key_is_refused(emulator: Emulator, client: DescopeClient) -> None:
-    # Algorithm confusion: a verifier that lets the token pick HS256 would use the public key as the
-    # HMAC secret. PyJWT refuses to sign with a PEM public key, so sign the HMAC by hand.
-    import hashlib
-    import hmac
-
+    # Algorithm confusion: a verifier that lets the token pick HS256 would use the public key (as PEM,
+    # as the JWK, or its modulus) as the HMAC secret.
     jwk = next(k for k in emulator.jwks() if k["kid"] == emulator.signing_key.kid)
-    header = b64({"alg": "HS256", "kid": jwk["kid"], "typ": "JWT"})
-    payload = b64(emulator.session_claims("admin"))
-    for secret in (json.dumps(jwk).encode(), jwk["n"].encode()):
-        sig = base64.urlsafe_b64encode(
-            hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-        )
-        token = f"{header}.{payload}.{sig.rstrip(b'=').decode()}"
+    header = {"alg": "HS256", "kid": jwk["kid"], "typ": "JWT"}
+    claims = emulator.session_claims("admin")
+    for secret in (public_pem(emulator), json.dumps(jwk).encode(), jwk["n"].encode()):
+        token = hs256(header, claims, secret)
         with pytest.raises(mda.InvalidTokenError, match="only asymmetric"):
             client.validate_session(token)
 

@@ -26,11 +26,10 @@ from .test_server_sessions import (
     burst,
     cookie_header,
     emulator_refresh,
+    expired_pair,
     get,
     set_cookies,
-    sign_in,
     wait_for_all_workers,
-    wait_until_expired,
 )
 
 SHORT_TTL = 5
@@ -98,7 +97,7 @@ def test_outage_after_start_cached_keys_keep_sessions_working(faulty: DescopeSer
     emu = faulty.emulator
     seen = emu.login("reader")["sessionJwt"]
     assert all_ok(bearer_burst(faulty, seen))
-    ds, dsr = sign_in(faulty, "editor")
+    ds, dsr = expired_pair(emu, "editor")
     emu.set_fault("outage")
     try:
         # Validated before, and never seen before (signed with a key the workers hold): both served.
@@ -108,7 +107,6 @@ def test_outage_after_start_cached_keys_keep_sessions_working(faulty: DescopeSer
         health = get(faulty, "/auth/health", API)
         assert health.status_code == 503 and health.json()["descope_reachable"] is False, health.text
 
-        wait_until_expired(ds)
         assert_unrenewable_but_kept(faulty, ds, dsr)
     finally:
         emu.clear_faults()
@@ -126,11 +124,8 @@ def test_slow_descope_is_cut_off_by_the_timeout_and_does_not_starve_workers(faul
     renewals fail with 401 instead of waiting, a burst of one browser's requests asks Descope at
     most once per worker, and sessions with cached keys are served throughout."""
     emu = faulty.emulator
-    stale = [sign_in(faulty, "reader") for _ in range(6)]
-    shared_ds, shared_dsr = sign_in(faulty, "editor")
-    wait_until_expired(shared_ds)
-    for ds, _ in stale:
-        wait_until_expired(ds)
+    stale = [expired_pair(emu, "reader") for _ in range(6)]
+    shared_ds, shared_dsr = expired_pair(emu, "editor")
 
     emu.set_fault("delay", delay=DELAY, routes=["keys", "refresh"])
     try:

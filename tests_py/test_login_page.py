@@ -15,7 +15,7 @@ from mlflow_descope_auth.server.http import Request
 
 from .descope_server import DescopeServer
 from .servers import free_port
-from .test_server_sessions import make_routes, unit_request
+from .unit.inprocess import make_routes, unit_request
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ This package imports only the standard library, Starlette, uvicorn, PyJWT and cr
 work before (and without) the compiled extension.
 """
 
+from .clock import Clock
 from .keys import SUPPORTED_ALGORITHMS, SigningKey
 from .server import DEFAULT_PORT, DEMO_PROJECT_ID, Emulator, EmulatorConfig, run_forever
 from .users import DEMO_ACCESS_KEYS, DEMO_TENANT_ID, User, demo_users, load_users_file
@@ -19,6 +20,7 @@ __all__ = [
     "DEMO_PROJECT_ID",
     "DEMO_TENANT_ID",
     "SUPPORTED_ALGORITHMS",
+    "Clock",
     "Emulator",
     "EmulatorConfig",
     "SigningKey",

@@ -26,6 +26,9 @@ Control routes (the emulator's own; never affected by faults):
 * ``GET    /emulator/stats`` -> hits per route; ``POST /emulator/stats/reset`` (resets the traffic too)
 * ``GET    /emulator/traffic`` -> requests in flight per route and how the finished ones ended
   (``{"inFlight": {"refresh": 1}, "ended": {"refresh": {"200": 1, "dropped": 1}}}``, see traffic.py)
+* ``GET    /emulator/clock``, ``POST /emulator/clock`` ``{"offset": -700}`` -> ``{"offset", "now"}``: the
+  emulator's now, in seconds from the system clock, for the times in tokens issued from then on (see
+  clock.py); ``{"offset": 0}`` goes back to the system clock
 * ``GET    /emulator/health``
 * ``GET    /emulator/web-component.js``            the stand-in ``<descope-wc>`` flow component (pick a
   demo user); a login page loads it from here instead of Descope's CDN. Cross-origin requests are
@@ -311,6 +314,22 @@ def create_app(
 
     async def get_traffic(request: Request) -> Any:
         return traffic.snapshot()
+    def clock_state() -> dict[str, float]:
+        return {"offset": state.issuer.clock.offset, "now": state.issuer.clock.now()}
+
+    async def get_clock(request: Request) -> Any:
+        return clock_state()
+
+    async def set_clock(request: Request) -> Any:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"offset"})
+        if unknown or "offset" not in body:
+            raise ApiError(400, INVALID_ARGUMENTS, "offset: required, and the only field")
+        try:
+            state.issuer.clock.set_offset(body["offset"])
+        except ValueError as exc:
+            raise ApiError(400, INVALID_ARGUMENTS, str(exc)) from None
+        return clock_state()
 
     async def health(request: Request) -> Any:
         return {
@@ -359,6 +378,8 @@ def create_app(
         Route("/emulator/stats", endpoint(None, stats), methods=["GET"]),
         Route("/emulator/stats/reset", endpoint(None, reset_stats), methods=["POST"]),
         Route("/emulator/traffic", endpoint(None, get_traffic), methods=["GET"]),
+        Route("/emulator/clock", endpoint(None, get_clock), methods=["GET"]),
+        Route("/emulator/clock", endpoint(None, set_clock), methods=["POST"]),
         Route("/emulator/health", endpoint(None, health), methods=["GET"]),
         Route("/emulator/web-component.js", endpoint(None, web_component), methods=["GET"]),
     ]

@@ -4,6 +4,7 @@
         tokens = emu.login("reader")             # {"sessionJwt": ..., "refreshJwt": ..., ...}
         client = DescopeClient(project_id=emu.project_id, base_url=emu.base_url)
         client.validate_session(tokens["sessionJwt"])
+        emu.clock.set_offset(-3600)              # tokens issued from now on date from an hour ago
 
 ``run_forever`` is what ``mlflow-descope-auth emulator`` runs: it serves until Ctrl-C.
 """
@@ -24,6 +25,7 @@ from types import FrameType, TracebackType
 from typing import Any, TextIO
 
 from .app import create_app
+from .clock import Clock
 from .errors import ApiError
 from .faults import Fault, make_fault
 from .keys import SUPPORTED_ALGORITHMS, KeyRing, SigningKey
@@ -92,11 +94,18 @@ class EmulatorConfig:
 
 
 class Emulator:
-    """An emulated Descope project served on its own thread. Use as a context manager, or start/stop."""
+    """An emulated Descope project served on its own thread. Use as a context manager, or start/stop.
 
-    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+    ``clock`` is the emulator's notion of now (default: the system clock, offset 0); ``emu.clock``
+    moves it for tokens issued from then on (see clock.py).
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, clock: Clock | None = None, **overrides: Any
+    ) -> None:
         self.config = dataclasses.replace(config or EmulatorConfig(), **overrides)
         cfg = self.config
+        self.clock = clock or Clock()
         keys = KeyRing(cfg.algorithm)
         issuer = TokenIssuer(
             keys,
@@ -104,6 +113,7 @@ class Emulator:
             issuer_base=self._url_for(cfg.port),
             session_ttl=cfg.session_ttl,
             refresh_ttl=cfg.refresh_ttl,
+            clock=self.clock,
         )
         self.state = EmulatorState(
             project_id=cfg.project_id,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -246,7 +245,7 @@ class EmulatorState:
             {
                 "cookieDomain": "",
                 "cookiePath": "/",
-                "cookieMaxAge": max(0, expires - int(time.time())),
+                "cookieMaxAge": max(0, expires - int(self.issuer.clock.now())),
                 "cookieExpiration": expires,
                 "sessionExpiration": int(session_claims["exp"]),
                 "user": user_object(user),

@@ -2,9 +2,10 @@
 
 Session tokens (``drn: "DS"``) carry the claims Descope puts in a session JWT: ``sub`` (user id),
 ``iss`` (a URL ending in the project id), ``iat``, ``exp``, ``drn``, ``amr``, ``roles``,
-``permissions`` and ``tenants``, plus ``email`` and ``name`` as a Descope JWT template adds them.
+``permissions`` and ``tenants``, plus ``email`` and ``name`` as a Descope JWT template adds them,
+and a ``jti`` unique to the token: two sessions issued in the same second still differ.
 Refresh tokens (``drn: "DSR"``) live longer and carry a ``jti`` the emulator records, so logout,
-rotation and revocation can kill exactly one of them.
+rotation and revocation can kill exactly one of them. Times come from the emulator's ``Clock``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import base64
 import json
 import secrets
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jwt
 from jwt.algorithms import get_default_algorithms
 
+from .clock import Clock
 from .keys import KeyRing, SigningKey
 from .users import User
 
@@ -39,14 +40,15 @@ class TokenRejected(Exception):
 class RefreshRegistry:
     """Which refresh tokens (by ``jti``) were issued and are still live; safe to use from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._live: dict[str, tuple[str, float]] = {}  # jti -> (user id, exp)
 
     def register(self, jti: str, user_id: str, exp: float) -> None:
         with self._lock:
             if len(self._live) > 10_000:
-                now = time.time()
+                now = self._clock.now()
                 self._live = {j: v for j, v in self._live.items() if v[1] > now}
             self._live[jti] = (user_id, exp)
 
@@ -82,14 +84,16 @@ class TokenIssuer:
         issuer_base: str,
         session_ttl: int = 600,
         refresh_ttl: int = 30 * 24 * 3600,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or Clock()
         self.keys = keys
         self.project_id = project_id
         # The server sets this once it knows its port; ``iss`` is "{issuer_base}/{project_id}".
         self.issuer_base = issuer_base.rstrip("/")
         self.session_ttl = session_ttl
         self.refresh_ttl = refresh_ttl
-        self.refresh_registry = RefreshRegistry()
+        self.refresh_registry = RefreshRegistry(self.clock)
 
     @property
     def issuer(self) -> str:
@@ -139,7 +143,7 @@ class TokenIssuer:
         custom_claims: Mapping[str, Any] | None = None,
         now: int | None = None,
     ) -> dict[str, Any]:
-        issued = int(time.time()) if now is None else now
+        issued = int(self.clock.now()) if now is None else now
         claims: dict[str, Any] = {k: v for k, v in (custom_claims or {}).items() if k not in RESERVED_CLAIMS}
         claims.update(
             {
@@ -154,6 +158,7 @@ class TokenIssuer:
                 "tenants": user.tenant_claims(),
                 "email": user.email,
                 "name": user.name,
+                "jti": "S2" + secrets.token_hex(16),
             }
         )
         if tenant:
@@ -172,7 +177,7 @@ class TokenIssuer:
         return self.sign(claims), claims
 
     def issue_refresh(self, user: User, *, amr: Iterable[str] = ("pwd",)) -> tuple[str, dict[str, Any]]:
-        issued = int(time.time())
+        issued = int(self.clock.now())
         claims: dict[str, Any] = {
             "sub": user.user_id,
             "iss": self.issuer,
@@ -205,13 +210,23 @@ class TokenIssuer:
                 token,
                 key.public_key,
                 algorithms=[key.alg],
-                options={"require": ["exp", "iat", "sub", "iss"], "verify_aud": False},
+                # Times are checked below against the emulator's clock, not the system's.
+                options={
+                    "require": ["exp", "iat", "sub", "iss"],
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected("the refresh token has expired") from None
         except jwt.PyJWTError as exc:
             # The class name is enough; PyJWT messages are not guaranteed to leave the token out.
             raise TokenRejected(f"the refresh token is invalid ({type(exc).__name__})") from None
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+            raise TokenRejected("the refresh token's exp is not a number")
+        if exp <= self.clock.now():
+            raise TokenRejected("the refresh token has expired")
         if claims.get("drn") != "DSR":
             raise TokenRejected("the token is not a refresh token (drn is not DSR)")
         iss = claims.get("iss")

@@ -25,7 +25,7 @@ from mlflow_descope_auth.server.route_policy import (
     normalise,
 )
 
-from .mlflow_routes import concrete, enumerate_routes
+from ..mlflow_routes import concrete, enumerate_routes
 
 JSON = "application/json"
 
