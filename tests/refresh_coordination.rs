@@ -3,115 +3,51 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{all_public_keys, now, session_claims, sign, PROJECT};
+use common::fake::{descope_error, jwt_response, refresh_token, session_token, FakeDescope};
+use common::{now, sign, PROJECT};
 use mlflow_descope_auth::clock::ManualClock;
 use mlflow_descope_auth::refresh::{ProcessStore, RefreshCoordinator, SharedStore};
 use mlflow_descope_auth::{Config, DescopeClient, Error};
-use serde_json::{json, Value};
+use serde_json::json;
 
-/// Refresh token number `n` (its `jti`), signed like Descope's.
-fn dsr(n: u64) -> String {
-    sign(
-        "rsa",
-        &json!({"sub": "U2rita", "drn": "DSR", "jti": n.to_string(), "iat": now(), "exp": now() + 86_400,
-                        "iss": format!("https://api.descope.com/{PROJECT}")}),
-    )
-}
-
-fn number(refresh_jwt: &str) -> u64 {
-    use base64::Engine;
-    let payload = refresh_jwt.split('.').nth(1).unwrap_or_default();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
-    let claims: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    claims["jti"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
-/// `/v2/keys/{PROJECT}` and `/v1/auth/refresh`: refresh token `n` answers with a fresh session and
-/// token `n + 1` (rotation); `refused` makes it a 401, `down` a 503.
-struct FakeDescope {
-    url: String,
-    refreshes: Arc<AtomicUsize>,
+/// A Descope whose refresh answers after `delay` with a new session and a rotated refresh token;
+/// `refused` makes it a 401, `down` a 503.
+struct Descope {
+    fake: FakeDescope,
     refused: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
 }
 
-impl FakeDescope {
-    fn start(delay: Duration) -> FakeDescope {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let refreshes = Arc::new(AtomicUsize::new(0));
+impl Descope {
+    fn start(delay: Duration) -> Descope {
         let refused = Arc::new(AtomicBool::new(false));
         let down = Arc::new(AtomicBool::new(false));
-        let (count, refuse, outage) = (refreshes.clone(), refused.clone(), down.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let (count, refuse, outage) = (count.clone(), refuse.clone(), outage.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut request_line = String::new();
-                    let _ = reader.read_line(&mut request_line);
-                    let mut content_length = 0usize;
-                    let mut bearer = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            content_length = v.trim().parse().unwrap_or(0);
-                        }
-                        if lower.starts_with("authorization:") {
-                            bearer = line.trim().rsplit(':').next().unwrap_or_default().to_string();
-                        }
-                    }
-                    let mut body = vec![0; content_length];
-                    let _ = reader.read_exact(&mut body);
-                    let (status, body) = if request_line.starts_with(&format!("GET /v2/keys/{PROJECT} ")) {
-                        ("200 OK", json!({ "keys": all_public_keys() }))
-                    } else if request_line.starts_with("POST /v1/auth/refresh ") {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(delay); // a slow Descope, so concurrent callers overlap
-                        if outage.load(Ordering::SeqCst) {
-                            ("503 Service Unavailable", json!({"errorCode": "E000000", "errorDescription": "down"}))
-                        } else if refuse.load(Ordering::SeqCst) {
-                            ("401 Unauthorized", json!({"errorCode": "E061004", "errorDescription": "refused"}))
-                        } else {
-                            let session = sign("rsa", &session_claims("U2rita", &["viewer"]));
-                            let body = json!({"sessionJwt": session, "refreshJwt": dsr(number(bearer.trim()) + 1),
-                                              "cookieMaxAge": 2_592_000});
-                            ("200 OK", body)
-                        }
-                    } else {
-                        ("404 Not Found", json!({"errorCode": "E000000", "errorDescription": "not here"}))
-                    };
-                    let body = body.to_string();
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                });
+        let (refuse, outage) = (refused.clone(), down.clone());
+        let fake = FakeDescope::start(move |_| {
+            std::thread::sleep(delay); // a slow Descope, so concurrent callers overlap
+            if outage.load(Ordering::SeqCst) {
+                (503, descope_error("E000000", "down"))
+            } else if refuse.load(Ordering::SeqCst) {
+                (401, descope_error("E061004", "refused"))
+            } else {
+                (200, jwt_response(&session_token("U2rita"), Some(&refresh_token("U2rita"))))
             }
         });
-        FakeDescope { url, refreshes, refused, down }
+        Descope { fake, refused, down }
     }
 
     fn refreshes(&self) -> usize {
-        self.refreshes.load(Ordering::SeqCst)
+        self.fake.calls("/v1/auth/refresh").len()
     }
 }
 
-fn client(fake: &FakeDescope, clock: Arc<ManualClock>) -> Arc<DescopeClient> {
+fn client(descope: &Descope, clock: Arc<ManualClock>) -> Arc<DescopeClient> {
     let mut cfg = Config::new(PROJECT).unwrap();
-    cfg.base_url = fake.url.clone();
+    cfg.base_url = descope.fake.url.clone();
     cfg.http_timeout = Duration::from_secs(5);
     Arc::new(DescopeClient::with_clock(cfg, clock))
 }
@@ -120,12 +56,12 @@ const SECRET: &[u8] = b"the same server secret on every replica";
 
 #[test]
 fn a_burst_of_threads_costs_one_refresh_and_gets_one_result() {
-    let fake = FakeDescope::start(Duration::from_millis(200));
+    let fake = Descope::start(Duration::from_millis(200));
     let clock = ManualClock::at(now());
     let coordinator =
         Arc::new(RefreshCoordinator::new(client(&fake, clock), Arc::new(ProcessStore::default()), SECRET).unwrap());
     let start = Arc::new(Barrier::new(16));
-    let token = Arc::new(dsr(1));
+    let token = Arc::new(refresh_token("U2rita"));
     let results: Vec<_> = (0..16)
         .map(|_| {
             let (c, s, t) = (coordinator.clone(), start.clone(), token.clone());
@@ -139,19 +75,21 @@ fn a_burst_of_threads_costs_one_refresh_and_gets_one_result() {
         .map(|t| t.join().unwrap())
         .collect();
     assert_eq!(fake.refreshes(), 1);
-    assert!(results.iter().all(|r| r.refresh_jwt.as_deref().map(number) == Some(2)));
+    let next = results[0].refresh_jwt.clone();
+    assert!(next.is_some() && next.as_deref() != Some(token.as_str()), "rotated");
+    assert!(results.iter().all(|r| r.refresh_jwt == next));
     assert!(results.iter().all(|r| r.session_jwt == results[0].session_jwt));
     assert_eq!(results[0].identity.user_id, "U2rita");
 }
 
 #[test]
 fn processes_sharing_a_store_refresh_once_and_need_the_same_secret() {
-    let fake = FakeDescope::start(Duration::ZERO);
+    let fake = Descope::start(Duration::ZERO);
     let clock = ManualClock::at(now());
     let store: Arc<dyn SharedStore> = Arc::new(ProcessStore::default());
     let first = RefreshCoordinator::new(client(&fake, clock.clone()), store.clone(), SECRET).unwrap();
     let second = RefreshCoordinator::new(client(&fake, clock.clone()), store.clone(), SECRET).unwrap();
-    let token = dsr(1);
+    let token = refresh_token("U2rita");
     let a = first.refresh(&token).unwrap();
     let b = second.refresh(&token).unwrap();
     assert_eq!(fake.refreshes(), 1);
@@ -167,11 +105,11 @@ fn processes_sharing_a_store_refresh_once_and_need_the_same_secret() {
 
 #[test]
 fn results_are_remembered_for_the_grace_then_asked_again() {
-    let fake = FakeDescope::start(Duration::ZERO);
+    let fake = Descope::start(Duration::ZERO);
     let clock = ManualClock::at(now());
     let coordinator =
         RefreshCoordinator::new(client(&fake, clock.clone()), Arc::new(ProcessStore::default()), SECRET).unwrap();
-    let token = dsr(7);
+    let token = refresh_token("U2rita");
     coordinator.refresh(&token).unwrap();
     clock.advance_millis(mlflow_descope_auth::refresh::GRACE_MILLIS - 1);
     coordinator.refresh(&token).unwrap();
@@ -184,12 +122,12 @@ fn results_are_remembered_for_the_grace_then_asked_again() {
 
 #[test]
 fn a_refused_token_is_remembered_and_an_outage_only_briefly() {
-    let fake = FakeDescope::start(Duration::ZERO);
+    let fake = Descope::start(Duration::ZERO);
     let clock = ManualClock::at(now());
     let coordinator =
         RefreshCoordinator::new(client(&fake, clock.clone()), Arc::new(ProcessStore::default()), SECRET).unwrap();
     fake.refused.store(true, Ordering::SeqCst);
-    let (refused, stalled) = (dsr(3), dsr(4));
+    let (refused, stalled) = (refresh_token("U2rita"), refresh_token("U2rita"));
     assert!(matches!(coordinator.refresh(&refused), Err(Error::RefreshFailed(_))));
     assert!(matches!(coordinator.refresh(&refused), Err(Error::RefreshFailed(_))));
     assert_eq!(fake.refreshes(), 1, "a refused token does not send every request to Descope");
@@ -208,21 +146,21 @@ fn a_refused_token_is_remembered_and_an_outage_only_briefly() {
 
 #[test]
 fn a_revoked_token_and_its_successor_are_refused_before_descope() {
-    let fake = FakeDescope::start(Duration::ZERO);
+    let fake = Descope::start(Duration::ZERO);
     let clock = ManualClock::at(now());
     let store: Arc<dyn SharedStore> = Arc::new(ProcessStore::default());
     let here = RefreshCoordinator::new(client(&fake, clock.clone()), store.clone(), SECRET).unwrap();
     let there = RefreshCoordinator::new(client(&fake, clock), store, SECRET).unwrap();
 
-    let signed_out = dsr(10);
+    let signed_out = refresh_token("U2rita");
     here.revoke(&signed_out).unwrap();
     assert!(matches!(there.refresh(&signed_out), Err(Error::RefreshFailed(m)) if m.contains("signed out")));
     assert_eq!(fake.refreshes(), 0, "a signed-out token costs no call");
 
     // A result remembered before its successor was signed out is not handed out after.
-    let token = dsr(20);
+    let token = refresh_token("U2rita");
     let renewed = there.refresh(&token).unwrap();
-    assert_eq!(renewed.refresh_jwt.as_deref().map(number), Some(21));
+    assert!(renewed.refresh_jwt.as_deref().is_some_and(|r| r != token), "rotated");
     here.revoke(renewed.refresh_jwt.as_deref().unwrap()).unwrap();
     assert!(matches!(there.refresh(&token), Err(Error::RefreshFailed(_))));
     assert_eq!(fake.refreshes(), 1);
@@ -230,10 +168,10 @@ fn a_revoked_token_and_its_successor_are_refused_before_descope() {
 
 #[test]
 fn admitted_sessions_outlive_their_expiry_by_the_grace_only() {
-    let fake = FakeDescope::start(Duration::ZERO);
+    let fake = Descope::start(Duration::ZERO);
     let clock = ManualClock::at(now());
     let client = client(&fake, clock.clone());
-    let mut claims: Value = session_claims("U2rita", &[]);
+    let mut claims = common::session_claims("U2rita", &[]);
     claims["exp"] = json!(now() + 60);
     let near = sign("rsa", &claims);
     claims["exp"] = json!(now() + 3600);

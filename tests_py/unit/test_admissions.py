@@ -1,7 +1,7 @@
 """The core's short memory of sessions it let in just before they expired
 (`DescopeClient.validate_admitted`): MLflow's authorization function runs later in the same request
 and must not refuse a session whose time ran out in between. The grace itself is tested with a
-moved clock in the Rust tests (src/admissions.rs, tests/admissions.rs)."""
+moved clock in the Rust tests (src/admissions.rs, tests/refresh_coordination.rs)."""
 
 from __future__ import annotations
 
