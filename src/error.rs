@@ -15,13 +15,69 @@ pub enum ErrorKind {
     Api,
 }
 
+/// Why a token was refused, for callers that act on the reason (never on the message's wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCode {
+    /// Not a well-formed JWT: empty, wrong shape, header or payload not base64url JSON.
+    Malformed,
+    /// Over the size limit, refused before any parsing.
+    TooLong,
+    /// An algorithm Descope does not sign with, or one that does not match the key.
+    Algorithm,
+    /// Signed by a key the project does not (or no longer) publish.
+    UnknownKey,
+    Signature,
+    NotYetValid,
+    Issuer,
+    Audience,
+    /// A refresh token where a session token belongs, or the reverse.
+    Kind,
+    /// A claim the mapping needs is missing or unusable (`sub`, `exp`, the username claim).
+    Claims,
+    /// Refused for a reason without a code of its own (e.g. no token at all).
+    Invalid,
+}
+
+impl TokenCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenCode::Malformed => "token_malformed",
+            TokenCode::TooLong => "token_too_long",
+            TokenCode::Algorithm => "token_algorithm",
+            TokenCode::UnknownKey => "token_unknown_key",
+            TokenCode::Signature => "token_signature",
+            TokenCode::NotYetValid => "token_not_yet_valid",
+            TokenCode::Issuer => "token_issuer",
+            TokenCode::Audience => "token_audience",
+            TokenCode::Kind => "token_kind",
+            TokenCode::Claims => "token_claims",
+            TokenCode::Invalid => "token_invalid",
+        }
+    }
+}
+
+/// The reason a token was refused: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenProblem {
+    pub code: TokenCode,
+    pub reason: String,
+}
+
+impl fmt::Display for TokenProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration error in {var}: {reason}")]
-    Config { var: &'static str, reason: String },
+    /// `var` is the environment variable; `keyword` the `DescopeClient(...)` argument when the value
+    /// came from one.
+    #[error("configuration error in {}: {reason}", subject(var, *keyword))]
+    Config { var: &'static str, keyword: Option<&'static str>, missing: bool, reason: String },
 
     #[error("invalid session token: {0}")]
-    InvalidToken(String),
+    InvalidToken(TokenProblem),
 
     #[error("the session token expired at {expired_at} (unix time); sign in again or refresh the session")]
     ExpiredToken { expired_at: i64 },
@@ -39,6 +95,35 @@ pub enum Error {
     Api { operation: &'static str, reason: String },
 }
 
+fn subject(var: &str, keyword: Option<&str>) -> String {
+    match keyword {
+        Some(k) => format!("{k} ({var})"),
+        None => var.to_string(),
+    }
+}
+
+/// Every code [`Error::code`] can return, for documentation and tests.
+pub const CODES: [&str; 18] = [
+    "config_missing",
+    "config_invalid",
+    "token_malformed",
+    "token_too_long",
+    "token_algorithm",
+    "token_unknown_key",
+    "token_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_issuer",
+    "token_audience",
+    "token_kind",
+    "token_claims",
+    "token_invalid",
+    "descope_unreachable",
+    "refresh_failed",
+    "access_key_rejected",
+    "descope_api",
+];
+
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -52,12 +137,59 @@ impl Error {
         }
     }
 
+    /// A stable snake_case name of what went wrong (listed in [`CODES`]): callers branch on it, never
+    /// on the message, whose wording may change.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config { missing: true, .. } => "config_missing",
+            Error::Config { missing: false, .. } => "config_invalid",
+            Error::InvalidToken(p) => p.code.as_str(),
+            Error::ExpiredToken { .. } => "token_expired",
+            Error::Unreachable { .. } => "descope_unreachable",
+            Error::RefreshFailed(_) => "refresh_failed",
+            Error::AccessKeyRejected(_) => "access_key_rejected",
+            Error::Api { .. } => "descope_api",
+        }
+    }
+
+    /// The environment variable a configuration error is about.
+    pub fn variable(&self) -> Option<&'static str> {
+        match self {
+            Error::Config { var, .. } => Some(var),
+            _ => None,
+        }
+    }
+
+    /// The `DescopeClient(...)` keyword a configuration error is about, when it came from one.
+    pub fn keyword(&self) -> Option<&'static str> {
+        match self {
+            Error::Config { keyword, .. } => *keyword,
+            _ => None,
+        }
+    }
+
+    /// The same configuration error, reported against a keyword argument (the variable stays named).
+    pub fn for_keyword(self, name: &'static str) -> Self {
+        match self {
+            Error::Config { var, missing, reason, .. } => Error::Config { var, keyword: Some(name), missing, reason },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(reason: impl fmt::Display) -> Self {
-        Error::InvalidToken(reason.to_string())
+        Error::token(TokenCode::Invalid, reason)
+    }
+
+    pub(crate) fn token(code: TokenCode, reason: impl fmt::Display) -> Self {
+        Error::InvalidToken(TokenProblem { code, reason: reason.to_string() })
     }
 
     pub(crate) fn config(var: &'static str, reason: impl fmt::Display) -> Self {
-        Error::Config { var, reason: reason.to_string() }
+        Error::Config { var, keyword: None, missing: false, reason: reason.to_string() }
+    }
+
+    pub(crate) fn config_missing(var: &'static str, reason: impl fmt::Display) -> Self {
+        Error::Config { var, keyword: None, missing: true, reason: reason.to_string() }
     }
 }
 
