@@ -207,7 +207,7 @@ impl Setting {
         match self.default {
             DefaultValue::Required { .. } => "(required)".into(),
             DefaultValue::Unset => "unset".into(),
-            DefaultValue::Value(v) => v.replace("{cwd}", "<cwd>"),
+            DefaultValue::Value(v) => v.replace('{', "<").replace('}', ">"),
             DefaultValue::Computed { shown } => shown.into(),
         }
     }
@@ -569,7 +569,7 @@ pub static SETTINGS: &[Setting] = &[
         name: "MLFLOW_REGISTRY_URI",
         side: Side::Client,
         kind: Kind::Uri,
-        default: DefaultValue::Computed { shown: "MLFLOW_TRACKING_URI" },
+        default: DefaultValue::Computed { shown: "the tracking URI" },
         keyword: None,
         empty_is_a_value: false,
         example: "https://registry.example.com",

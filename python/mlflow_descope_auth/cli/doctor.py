@@ -24,8 +24,7 @@ from mlflow_descope_auth._core import (
 )
 from mlflow_descope_auth.cli.credentials import expiry_text
 from mlflow_descope_auth.cli.plugins import plugin_statuses
-from mlflow_descope_auth.cli.progress import mask_secret, mask_url_password
-from mlflow_descope_auth.variables import VARIABLES
+from mlflow_descope_auth.variables import VARIABLES, shown_value
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -41,20 +40,9 @@ def _level(identity: Identity) -> str:
 
 
 def configuration_lines(env: Mapping[str, str]) -> list[str]:
+    """One line per row of the core's settings table: the value (masked) or the default."""
     width = max(len(v.name) for v in VARIABLES)
-    lines = []
-    for var in VARIABLES:
-        value = env.get(var.name, "")
-        if not value:
-            shown = f"(default) {var.default}"
-        elif var.kind == "secret":
-            shown = mask_secret(value)
-        elif var.kind == "url":
-            shown = mask_url_password(value)
-        else:
-            shown = value
-        lines.append(f"  {var.name:<{width}}  {shown}")
-    return lines
+    return [f"  {var.name:<{width}}  {shown_value(var, env)}" for var in VARIABLES]
 
 
 class Doctor:
