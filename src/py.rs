@@ -15,7 +15,12 @@ use crate::error::{Error, ErrorKind};
 use crate::identity::Identity;
 use crate::session::{ClientSession, Source};
 
-create_exception!(mlflow_descope_auth, DescopeAuthError, PyException, "Base class of every error this package raises; `code` says which error, in a stable word.");
+create_exception!(
+    mlflow_descope_auth,
+    DescopeAuthError,
+    PyException,
+    "Base class of every error this package raises; `code` says which error, in a stable word."
+);
 create_exception!(
     mlflow_descope_auth,
     ConfigurationError,

@@ -8,10 +8,8 @@ equal to it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 
 from mlflow_descope_auth._core import SETTINGS, Setting
-from mlflow_descope_auth.cli.progress import mask_secret, mask_url_password
 
 VARIABLES: tuple[Setting, ...] = SETTINGS
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -19,19 +17,6 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 # The README's table sits between these two lines.
 MARKDOWN_BEGIN = "<!-- configuration reference: python -m mlflow_descope_auth.variables --markdown -->"
 MARKDOWN_END = "<!-- end of the configuration reference -->"
-
-
-def shown_value(setting: Setting, env: Mapping[str, str]) -> str:
-    """The variable's value in ``env`` as a person may see it (secrets and URI passwords masked),
-    or its default."""
-    value = env.get(setting.name, "")
-    if not value:
-        return f"(default) {setting.default_shown}"
-    if setting.kind == "secret":
-        return mask_secret(value)
-    if setting.kind in ("uri", "http_url"):
-        return mask_url_password(value)
-    return value
 
 
 def _cell(text: str) -> str:

@@ -21,10 +21,12 @@ from mlflow_descope_auth._core import (
     DescopeUnreachableError,
     ExpiredTokenError,
     Identity,
+    Setting,
 )
 from mlflow_descope_auth.cli.credentials import expiry_text
 from mlflow_descope_auth.cli.plugins import plugin_statuses
-from mlflow_descope_auth.variables import VARIABLES, shown_value
+from mlflow_descope_auth.cli.progress import mask_secret, mask_url_password
+from mlflow_descope_auth.variables import VARIABLES
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -37,6 +39,19 @@ class Check:
 
 def _level(identity: Identity) -> str:
     return "admin" if identity.is_admin else identity.permission
+
+
+def shown_value(setting: Setting, env: Mapping[str, str]) -> str:
+    """The variable's value in ``env`` as a person may see it (secrets and URI passwords masked),
+    or its default."""
+    value = env.get(setting.name, "")
+    if not value:
+        return f"(default) {setting.default_shown}"
+    if setting.kind == "secret":
+        return mask_secret(value)
+    if setting.kind in ("uri", "http_url"):
+        return mask_url_password(value)
+    return value
 
 
 def configuration_lines(env: Mapping[str, str]) -> list[str]:
