@@ -233,6 +233,51 @@ mod tests {
     }
 
     #[test]
+    fn every_error_has_a_listed_code_and_configuration_errors_name_their_variable() {
+        let errors = [
+            Error::config("DESCOPE_KEY_TTL", "bad"),
+            Error::config_missing("DESCOPE_PROJECT_ID", "not set"),
+            Error::token(TokenCode::Signature, "x"),
+            Error::invalid("x"),
+            Error::ExpiredToken { expired_at: 1 },
+            Error::Unreachable { url: "u".into(), reason: "r".into() },
+            Error::RefreshFailed("x".into()),
+            Error::AccessKeyRejected("x".into()),
+            Error::Api { operation: "key fetch", reason: "r".into() },
+        ];
+        let codes: Vec<&str> = errors.iter().map(Error::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "config_invalid",
+                "config_missing",
+                "token_signature",
+                "token_invalid",
+                "token_expired",
+                "descope_unreachable",
+                "refresh_failed",
+                "access_key_rejected",
+                "descope_api"
+            ]
+        );
+        assert!(codes.iter().all(|c| CODES.contains(c)));
+        let keyword = Error::config("DESCOPE_KEY_TTL", "bad").for_keyword("key_ttl");
+        assert_eq!((keyword.variable(), keyword.keyword()), (Some("DESCOPE_KEY_TTL"), Some("key_ttl")));
+        assert_eq!(keyword.to_string(), "configuration error in key_ttl (DESCOPE_KEY_TTL): bad");
+        assert_eq!(Error::ExpiredToken { expired_at: 1 }.variable(), None);
+    }
+
+    #[test]
+    fn token_codes_are_listed() {
+        use TokenCode::*;
+        for code in
+            [Malformed, TooLong, Algorithm, UnknownKey, Signature, NotYetValid, Issuer, Audience, Kind, Claims, Invalid]
+        {
+            assert!(CODES.contains(&code.as_str()), "{code:?}");
+        }
+    }
+
+    #[test]
     fn redact_keeps_ordinary_text() {
         assert_eq!(redact("connection refused (os error 111)"), "connection refused (os error 111)");
     }
