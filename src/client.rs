@@ -166,17 +166,19 @@ impl DescopeClient {
     /// Verifies a refresh token (signature, expiry, issuer, `drn` DSR) and returns its `exp`, so a
     /// server can give the refresh cookie the token's own lifetime. Not cached: called at sign-in.
     pub fn validate_refresh_token(&self, refresh_jwt: &str) -> Result<i64> {
-        let header = token::precheck(refresh_jwt, self.cfg.max_token_bytes)?;
-        let key = self.keys.get(&header.kid)?;
-        let now = self.clock.unix_seconds();
-        let claims = token::verify_kind(refresh_jwt, &header, &key, &self.cfg, token::TokenKind::Refresh, now)?;
-        claims.get("exp").and_then(serde_json::Value::as_i64).ok_or_else(|| Error::invalid("it has no 'exp' claim"))
+        let verify = || {
+            let header = token::precheck(refresh_jwt, self.cfg.max_token_bytes)?;
+            let key = self.keys.get(&header.kid)?;
+            let now = self.clock.unix_seconds();
+            let claims = token::verify_kind(refresh_jwt, &header, &key, &self.cfg, token::TokenKind::Refresh, now)?;
+            claims.get("exp").and_then(serde_json::Value::as_i64).ok_or_else(|| Error::invalid("it has no 'exp' claim"))
+        };
+        verify().map_err(Error::for_refresh_token)
     }
 
     pub fn refresh(&self, refresh_jwt: &str) -> Result<IssuedSession> {
-        token::precheck(refresh_jwt, self.cfg.max_token_bytes).map_err(|e| {
-            Error::RefreshFailed(e.to_string().replace("invalid session token", "the refresh token is invalid"))
-        })?;
+        token::precheck(refresh_jwt, self.cfg.max_token_bytes)
+            .map_err(|e| Error::RefreshFailed(e.for_refresh_token().to_string()))?;
         let resp = self.api.refresh(refresh_jwt)?;
         let identity = self.validate_issued(&resp, Error::RefreshFailed)?;
         Ok(IssuedSession {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenCode};
 use crate::permission::Permission;
 
 pub type Claims = Map<String, Value>;
@@ -44,19 +44,24 @@ impl Identity {
     pub fn from_claims(claims: Claims, cfg: &Config) -> Result<Identity> {
         let user_id = string_claim(&claims, "sub")
             .or_else(|| string_claim(&claims, "dsub"))
-            .ok_or_else(|| Error::invalid("it names no user (no 'sub' or 'dsub' claim)"))?;
+            .ok_or_else(|| Error::token(TokenCode::Claims, "it names no user (no 'sub' or 'dsub' claim)"))?;
         let username = match cfg.username_claim.as_str() {
             "sub" => user_id.clone(),
             claim => string_claim(&claims, claim).ok_or_else(|| {
-                Error::invalid(format!(
-                    "it has no '{claim}' claim, which DESCOPE_USERNAME_CLAIM names; add the claim to the \
+                Error::token(
+                    TokenCode::Claims,
+                    format!(
+                        "it has no '{claim}' claim, which DESCOPE_USERNAME_CLAIM names; add the claim to the \
                      session JWT template in the Descope console, or set DESCOPE_USERNAME_CLAIM=sub"
-                ))
+                    ),
+                )
             })?,
         };
         check_username(&username)?;
-        let expires_at =
-            claims.get("exp").and_then(Value::as_i64).ok_or_else(|| Error::invalid("it has no numeric 'exp' claim"))?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| Error::token(TokenCode::Claims, "it has no numeric 'exp' claim"))?;
         let tenants = tenants(&claims);
         let roles = string_list(claims.get("roles"));
         let is_admin = roles.iter().any(|r| cfg.admin_roles.contains(r));
@@ -112,10 +117,13 @@ const MAX_USERNAME_CHARS: usize = 255;
 /// server; `__user_<n>__` is MLflow's per-user role namespace).
 fn check_username(username: &str) -> Result<()> {
     if username.trim() != username || username.chars().any(char::is_control) {
-        return Err(Error::invalid("its username claim has surrounding blanks or control characters"));
+        return Err(Error::token(TokenCode::Claims, "its username claim has surrounding blanks or control characters"));
     }
     if username.chars().count() > MAX_USERNAME_CHARS {
-        return Err(Error::invalid(format!("its username claim is longer than {MAX_USERNAME_CHARS} characters")));
+        return Err(Error::token(
+            TokenCode::Claims,
+            format!("its username claim is longer than {MAX_USERNAME_CHARS} characters"),
+        ));
     }
     Ok(())
 }

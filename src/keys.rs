@@ -13,7 +13,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenCode};
 
 /// A verification key and the one algorithm it may be used with. The algorithm comes from the key
 /// set, never from a token header.
@@ -182,18 +182,21 @@ impl KeyStore {
 }
 
 fn unknown(kid: &str) -> Error {
-    Error::invalid(format!(
-        "it is signed by key '{}', which this Descope project does not publish; sign in again, \
+    Error::token(
+        TokenCode::UnknownKey,
+        format!(
+            "it is signed by key '{}', which this Descope project does not publish; sign in again, \
          and check DESCOPE_PROJECT_ID matches the project that issued the token",
-        printable(kid)
-    ))
+            printable(kid)
+        ),
+    )
 }
 
 fn removed(kid: &str) -> Error {
-    Error::invalid(format!(
-        "it is signed by key '{}', which Descope no longer publishes; sign in again",
-        printable(kid)
-    ))
+    Error::token(
+        TokenCode::UnknownKey,
+        format!("it is signed by key '{}', which Descope no longer publishes; sign in again", printable(kid)),
+    )
 }
 
 /// A `kid` comes from an attacker-controlled header: keep it short and printable in messages.

@@ -15,10 +15,13 @@ pub mod keys;
 pub mod permission;
 pub mod refresh;
 pub mod session;
+pub mod settings;
 pub mod token;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_settings;
 
 pub use client::{DescopeClient, IssuedSession};
 pub use config::Config;

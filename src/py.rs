@@ -2,7 +2,6 @@
 //! exception hierarchy, and `Python::detach` around every call that may do crypto or network I/O.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -11,19 +10,24 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use crate::client::{DescopeClient, IssuedSession};
-use crate::config::{parse_role_permissions, Config};
+use crate::config::{Config, Keywords};
 use crate::error::{Error, ErrorKind};
 use crate::identity::Identity;
 use crate::session::{ClientSession, Source};
 
 mod refresh;
 
-create_exception!(mlflow_descope_auth, DescopeAuthError, PyException, "Base class of every error this package raises.");
+create_exception!(
+    mlflow_descope_auth,
+    DescopeAuthError,
+    PyException,
+    "Base class of every error this package raises; `code` says which error, in a stable word."
+);
 create_exception!(
     mlflow_descope_auth,
     ConfigurationError,
     DescopeAuthError,
-    "A setting is missing or invalid; the message names the variable."
+    "A setting is missing or invalid: `variable` names it (and `keyword` the DescopeClient argument)."
 );
 create_exception!(
     mlflow_descope_auth,
@@ -52,9 +56,11 @@ create_exception!(
     "Descope refused to exchange the access key."
 );
 
-fn to_pyerr(e: Error) -> PyErr {
+/// The Python exception for `e`, with its stable `code` (and, for configuration errors, the
+/// `variable` and `keyword`) as attributes, so callers never match on the message.
+pub(crate) fn to_pyerr(e: Error) -> PyErr {
     let msg = e.to_string();
-    match e.kind() {
+    let err = match e.kind() {
         ErrorKind::Config => ConfigurationError::new_err(msg),
         ErrorKind::InvalidToken => InvalidTokenError::new_err(msg),
         ErrorKind::ExpiredToken => ExpiredTokenError::new_err(msg),
@@ -62,7 +68,33 @@ fn to_pyerr(e: Error) -> PyErr {
         ErrorKind::RefreshFailed => RefreshFailedError::new_err(msg),
         ErrorKind::AccessKeyRejected => AccessKeyExchangeError::new_err(msg),
         ErrorKind::Api => DescopeApiError::new_err(msg),
-    }
+    };
+    Python::attach(|py| {
+        let value = err.value(py);
+        value.setattr("code", e.code())?;
+        if e.kind() == ErrorKind::Config {
+            value.setattr("variable", e.variable())?;
+            value.setattr("keyword", e.keyword())?;
+        }
+        PyResult::Ok(())
+    })
+    .err()
+    .unwrap_or(err)
+}
+
+/// Class-level defaults of the attributes, for exceptions raised without [`to_pyerr`] (in Python).
+fn add_error_codes(py: Python<'_>) -> PyResult<()> {
+    py.get_type::<DescopeAuthError>().setattr("code", "descope_auth_error")?;
+    py.get_type::<ConfigurationError>().setattr("code", "config_invalid")?;
+    py.get_type::<ConfigurationError>().setattr("variable", py.None())?;
+    py.get_type::<ConfigurationError>().setattr("keyword", py.None())?;
+    py.get_type::<InvalidTokenError>().setattr("code", "token_invalid")?;
+    py.get_type::<ExpiredTokenError>().setattr("code", "token_expired")?;
+    py.get_type::<DescopeUnreachableError>().setattr("code", "descope_unreachable")?;
+    py.get_type::<DescopeApiError>().setattr("code", "descope_api")?;
+    py.get_type::<RefreshFailedError>().setattr("code", "refresh_failed")?;
+    py.get_type::<AccessKeyExchangeError>().setattr("code", "access_key_rejected")?;
+    Ok(())
 }
 
 fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -240,11 +272,6 @@ pub struct PyDescopeClient {
     inner: Arc<DescopeClient>,
 }
 
-fn seconds(value: f64, var: &'static str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| to_pyerr(Error::config(var, format!("{value} is not a non-negative number of seconds"))))
-}
-
 #[pymethods]
 impl PyDescopeClient {
     #[new]
@@ -260,52 +287,28 @@ impl PyDescopeClient {
         leeway: Option<f64>,
         audience: Option<Vec<String>>,
         admin_roles: Option<Vec<String>>,
-        username_claim: Option<String>,
+        username_claim: Option<&str>,
         default_permission: Option<&str>,
         role_permissions: Option<&str>,
         http_timeout: Option<f64>,
         key_refetch_interval: Option<f64>,
         key_ttl: Option<f64>,
-        token_cache_size: Option<usize>,
+        token_cache_size: Option<i64>,
     ) -> PyResult<Self> {
-        let mut cfg = Config::new(project_id).map_err(to_pyerr)?;
-        if let Some(url) = base_url {
-            let env = Config::from_lookup(|k| match k {
-                "DESCOPE_PROJECT_ID" => Some(project_id.to_string()),
-                "DESCOPE_BASE_URI" => Some(url.to_string()),
-                _ => None,
-            })
-            .map_err(to_pyerr)?;
-            cfg.base_url = env.base_url;
-        }
-        if let Some(v) = leeway {
-            cfg.leeway = seconds(v, "leeway")?;
-        }
-        cfg.audience = audience.or(cfg.audience);
-        if let Some(v) = admin_roles {
-            cfg.admin_roles = v;
-        }
-        if let Some(v) = username_claim {
-            cfg.username_claim = v;
-        }
-        if let Some(v) = default_permission {
-            cfg.default_permission = v.parse().map_err(|e| to_pyerr(Error::config("default_permission", e)))?;
-        }
-        if let Some(v) = role_permissions {
-            cfg.role_permissions = parse_role_permissions(v).map_err(to_pyerr)?;
-        }
-        if let Some(v) = http_timeout {
-            cfg.http_timeout = seconds(v, "http_timeout")?;
-        }
-        if let Some(v) = key_refetch_interval {
-            cfg.key_refetch_interval = seconds(v, "key_refetch_interval")?;
-        }
-        if let Some(v) = key_ttl {
-            cfg.key_ttl = seconds(v, "key_ttl")?;
-        }
-        if let Some(v) = token_cache_size {
-            cfg.token_cache_size = v;
-        }
+        let keywords = Keywords {
+            base_url,
+            leeway,
+            audience,
+            admin_roles,
+            username_claim,
+            default_permission,
+            role_permissions,
+            http_timeout,
+            key_refetch_interval,
+            key_ttl,
+            token_cache_size,
+        };
+        let cfg = Config::from_keywords(project_id, keywords).map_err(to_pyerr)?;
         Ok(PyDescopeClient { inner: Arc::new(DescopeClient::new(cfg)) })
     }
 
@@ -548,5 +551,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DescopeApiError", py.get_type::<DescopeApiError>())?;
     m.add("RefreshFailedError", py.get_type::<RefreshFailedError>())?;
     m.add("AccessKeyExchangeError", py.get_type::<AccessKeyExchangeError>())?;
+    add_error_codes(py)?;
+    crate::py_settings::register(m)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenCode};
 use crate::identity::Claims;
 use crate::keys::VerifyKey;
 
@@ -46,7 +46,7 @@ struct RawHeader {
 /// Shape, size and header checks. Costs well under a microsecond and rejects junk before crypto.
 pub fn precheck(token: &str, max_bytes: usize) -> Result<Header> {
     if token.is_empty() {
-        return Err(Error::invalid("it is empty"));
+        return Err(Error::token(TokenCode::Malformed, "it is empty"));
     }
     if token.len() > max_bytes {
         return Err(too_long(token.len(), max_bytes));
@@ -54,41 +54,49 @@ pub fn precheck(token: &str, max_bytes: usize) -> Result<Header> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::invalid("it is not a JWT (a JWT has three dot-separated parts)"));
+        return Err(Error::token(TokenCode::Malformed, "it is not a JWT (a JWT has three dot-separated parts)"));
     };
     for part in [header, payload, signature] {
         if part.is_empty() || !is_base64url(part) {
-            return Err(Error::invalid("it is not a JWT (its parts must be non-empty base64url)"));
+            return Err(Error::token(TokenCode::Malformed, "it is not a JWT (its parts must be non-empty base64url)"));
         }
     }
     if header.len() > MAX_HEADER_B64 {
-        return Err(Error::invalid("its header is too long"));
+        return Err(Error::token(TokenCode::TooLong, "its header is too long"));
     }
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| Error::invalid("its header is not valid base64url"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| Error::token(TokenCode::Malformed, "its header is not valid base64url"))?;
     if let Ok(h) = serde_json::from_slice::<PlainHeader>(&bytes) {
         if h.crit.is_none() && ACCEPTED_ALGS.contains(&h.alg) && !h.kid.is_empty() && h.kid.len() <= 256 {
             return Ok(Header { kid: h.kid.to_string(), alg: h.alg.to_string() });
         }
     }
-    let raw: RawHeader =
-        serde_json::from_slice(&bytes).map_err(|_| Error::invalid("its header is not a JSON object"))?;
+    let raw: RawHeader = serde_json::from_slice(&bytes)
+        .map_err(|_| Error::token(TokenCode::Malformed, "its header is not a JSON object"))?;
     if raw.crit.is_some() {
-        return Err(Error::invalid("its header has critical extensions ('crit'), which Descope never sets"));
+        return Err(Error::token(
+            TokenCode::Malformed,
+            "its header has critical extensions ('crit'), which Descope never sets",
+        ));
     }
     let alg = match raw.alg {
         Some(Value::String(a)) => a,
-        _ => return Err(Error::invalid("its header names no algorithm")),
+        _ => return Err(Error::token(TokenCode::Algorithm, "its header names no algorithm")),
     };
     if !ACCEPTED_ALGS.contains(&alg.as_str()) {
         let shown: String = alg.chars().filter(|c| c.is_ascii_graphic()).take(16).collect();
-        return Err(Error::invalid(format!(
-            "it uses algorithm '{shown}'; only asymmetric signatures ({}) are accepted",
-            ACCEPTED_ALGS.join(", ")
-        )));
+        return Err(Error::token(
+            TokenCode::Algorithm,
+            format!(
+                "it uses algorithm '{shown}'; only asymmetric signatures ({}) are accepted",
+                ACCEPTED_ALGS.join(", ")
+            ),
+        ));
     }
     let kid = match raw.kid {
         Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => k,
-        _ => return Err(Error::invalid("its header has no key id ('kid')")),
+        _ => return Err(Error::token(TokenCode::Malformed, "its header has no key id ('kid')")),
     };
     Ok(Header { kid, alg })
 }
@@ -102,7 +110,10 @@ fn is_base64url(part: &str) -> bool {
 }
 
 pub fn too_long(len: usize, max_bytes: usize) -> Error {
-    Error::invalid(format!("it is {len} bytes long, over the {max_bytes}-byte limit for a Descope session token"))
+    Error::token(
+        TokenCode::TooLong,
+        format!("it is {len} bytes long, over the {max_bytes}-byte limit for a Descope session token"),
+    )
 }
 
 /// Which kind of Descope token a check expects (`drn` claim).
@@ -128,19 +139,20 @@ pub fn verify_kind(
 ) -> Result<Claims> {
     // The key decides the algorithm. A token claiming another one (say HS256, to have the public key
     // used as an HMAC secret) is refused here, before any crypto.
-    let token_alg = Algorithm::from_str(&header.alg).map_err(|_| Error::invalid("its algorithm is unknown"))?;
+    let token_alg =
+        Algorithm::from_str(&header.alg).map_err(|_| Error::token(TokenCode::Algorithm, "its algorithm is unknown"))?;
     if token_alg != key.alg {
-        return Err(Error::invalid(format!(
-            "its header says {} but key '{}' is a {:?} key",
-            header.alg, key.kid, key.alg
-        )));
+        return Err(Error::token(
+            TokenCode::Algorithm,
+            format!("its header says {} but key '{}' is a {:?} key", header.alg, key.kid, key.alg),
+        ));
     }
     // `precheck` established three non-empty base64url parts.
     let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
     // The signature is checked before anything in the payload is looked at.
     if !key.verify_signature(message.as_bytes(), &signature) {
-        return Err(Error::invalid("its signature does not match the project's key"));
+        return Err(Error::token(TokenCode::Signature, "its signature does not match the project's key"));
     }
     let payload = message.split_once('.').map(|(_, p)| p).ok_or_else(malformed)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?;
@@ -153,15 +165,17 @@ pub fn verify_kind(
     let is_refresh = claims.get("drn").and_then(Value::as_str) == Some("DSR");
     match kind {
         TokenKind::Session if is_refresh => {
-            Err(Error::invalid("it is a refresh token (drn DSR); send the session token (DS) instead"))
+            Err(Error::token(TokenCode::Kind, "it is a refresh token (drn DSR); send the session token (DS) instead"))
         }
-        TokenKind::Refresh if !is_refresh => Err(Error::invalid("it is not a refresh token (drn is not DSR)")),
+        TokenKind::Refresh if !is_refresh => {
+            Err(Error::token(TokenCode::Kind, "it is not a refresh token (drn is not DSR)"))
+        }
         _ => Ok(claims),
     }
 }
 
 fn malformed() -> Error {
-    Error::invalid("it is malformed: its signature or payload is not valid base64url JSON")
+    Error::token(TokenCode::Malformed, "it is malformed: its signature or payload is not valid base64url JSON")
 }
 
 /// A NumericDate claim (RFC 7519): whole seconds, or a fraction of them (truncated), never negative.
@@ -171,7 +185,7 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>> {
         Some(v) => match (v.as_i64(), v.as_f64()) {
             (Some(n), _) if n >= 0 => Ok(Some(n)),
             (None, Some(f)) if f.is_finite() && f >= 0.0 && f < i64::MAX as f64 => Ok(Some(f as i64)),
-            _ => Err(Error::invalid(format!("its '{name}' claim is malformed"))),
+            _ => Err(Error::token(TokenCode::Claims, format!("its '{name}' claim is malformed"))),
         },
     }
 }
@@ -179,13 +193,16 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>> {
 /// `exp` is required and `nbf` honoured, both with the configured leeway for clock skew.
 fn check_times(claims: &Claims, leeway: u64, now: i64) -> Result<()> {
     let leeway = i64::try_from(leeway).unwrap_or(i64::MAX);
-    let exp = numeric_date(claims, "exp")?.ok_or_else(|| Error::invalid("it has no 'exp' claim"))?;
+    let exp = numeric_date(claims, "exp")?.ok_or_else(|| Error::token(TokenCode::Claims, "it has no 'exp' claim"))?;
     let nbf = numeric_date(claims, "nbf")?;
     if exp < now.saturating_sub(leeway) {
         return Err(Error::ExpiredToken { expired_at: exp });
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-        return Err(Error::invalid("it is not valid yet ('nbf' is in the future); check the clock"));
+        return Err(Error::token(
+            TokenCode::NotYetValid,
+            "it is not valid yet ('nbf' is in the future); check the clock",
+        ));
     }
     Ok(())
 }
@@ -195,15 +212,17 @@ fn check_times(claims: &Claims, leeway: u64, now: i64) -> Result<()> {
 fn check_audience(claims: &Claims, allowed: &[String]) -> Result<()> {
     let matches = |a: &Value| a.as_str().is_some_and(|a| allowed.iter().any(|x| x == a));
     let ok = match claims.get("aud") {
-        None => return Err(Error::invalid("it has no 'aud' claim, and DESCOPE_AUDIENCE requires one")),
+        None => {
+            return Err(Error::token(TokenCode::Audience, "it has no 'aud' claim, and DESCOPE_AUDIENCE requires one"))
+        }
         Some(Value::Array(list)) => list.iter().any(matches),
         Some(single @ Value::String(_)) => matches(single),
-        Some(_) => return Err(Error::invalid("its 'aud' claim is malformed")),
+        Some(_) => return Err(Error::token(TokenCode::Audience, "its 'aud' claim is malformed")),
     };
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid("its audience ('aud') is not one DESCOPE_AUDIENCE allows"))
+        Err(Error::token(TokenCode::Audience, "its audience ('aud') is not one DESCOPE_AUDIENCE allows"))
     }
 }
 
@@ -216,11 +235,12 @@ fn check_issuer(claims: &Claims, project_id: &str) -> Result<()> {
     if last == project_id {
         Ok(())
     } else if iss.is_empty() {
-        Err(Error::invalid("it has no issuer ('iss')"))
+        Err(Error::token(TokenCode::Issuer, "it has no issuer ('iss')"))
     } else {
-        Err(Error::invalid(format!(
-            "it was issued for another Descope project, not {project_id}; check DESCOPE_PROJECT_ID"
-        )))
+        Err(Error::token(
+            TokenCode::Issuer,
+            format!("it was issued for another Descope project, not {project_id}; check DESCOPE_PROJECT_ID"),
+        ))
     }
 }
 

@@ -113,7 +113,7 @@ fn a_malformed_refresh_token_is_refused_without_asking_descope() {
     let fake = FakeDescope::start(|_| (200, jwt_response(&session_token("U2x"), None)));
     let err = client(&fake).refresh("not-a-jwt").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-    assert!(err.to_string().contains("the refresh token is invalid"), "{err}");
+    assert!(err.to_string().contains("invalid refresh token"), "{err}");
     assert!(fake.calls(REFRESH).is_empty());
 }
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_descope_auth import DescopeClient, settings
+from mlflow_descope_auth import DescopeClient, clients
 from mlflow_descope_auth.emulator import Emulator
 
 from .descope_server import DescopeServer, descope_server
@@ -31,9 +31,9 @@ def _clean_descope_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(("DESCOPE_", "MLFLOW_TRACKING_")):
             monkeypatch.delenv(name)
-    settings.reset()
+    clients.reset()
     yield
-    settings.reset()
+    clients.reset()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from mlflow_descope_auth._core import (
     SessionResult,
     __version__,
 )
-from mlflow_descope_auth.settings import get_descope_client
+from mlflow_descope_auth.clients import get_descope_client
 
 __all__ = [
     "AccessKeyExchangeError",

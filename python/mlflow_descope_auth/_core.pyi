@@ -8,6 +8,8 @@ from typing import Any, Protocol, final, type_check_only
 
 __version__: str
 __all__ = [
+    "ERROR_CODES",
+    "SETTINGS",
     "AccessKeyExchangeError",
     "ClientSession",
     "ConfigurationError",
@@ -21,14 +23,46 @@ __all__ = [
     "RefreshCoordinator",
     "RefreshFailedError",
     "SessionResult",
+    "Setting",
     "__version__",
+    "check_setting",
 ]
 
+# Every exception carries `code`, a stable snake_case word for what went wrong (branch on it, never on
+# the message, whose wording may change):
+#   config_missing       a required setting is not set                        ConfigurationError
+#   config_invalid       a setting (variable or DescopeClient keyword) is bad  ConfigurationError
+#   token_malformed      not a well-formed JWT (shape, base64url, JSON)        InvalidTokenError
+#   token_too_long       over the size limit, refused before parsing          InvalidTokenError
+#   token_algorithm      an algorithm Descope does not sign with, or not the key's
+#   token_unknown_key    signed by a key the project does not (or no longer) publish
+#   token_signature      the signature does not match the project's key
+#   token_expired        past `exp` plus the leeway                           ExpiredTokenError
+#   token_not_yet_valid  `nbf` is in the future (check the clock)
+#   token_issuer         issued for another project, or no `iss`
+#   token_audience       `aud` missing or not one DESCOPE_AUDIENCE allows
+#   token_kind           a refresh token where a session token belongs, or the reverse
+#   token_claims         a claim the mapping needs is missing or unusable (sub, exp, username)
+#   token_invalid        refused for another reason (e.g. no token at all)
+#   descope_unreachable  network error, timeout, or a 5xx/429 from Descope    DescopeUnreachableError
+#   refresh_failed       Descope refused to refresh the session               RefreshFailedError
+#   access_key_rejected  Descope refused to exchange the access key           AccessKeyExchangeError
+#   descope_api          Descope refused another request (e.g. the key fetch) DescopeApiError
+#   refresh_store_unavailable  the server's shared refresh store failed        DescopeUnreachableError
+
+ERROR_CODES: tuple[str, ...]
+"""Every `code` the core's exceptions carry."""
+
 class DescopeAuthError(Exception):
-    """Base class of every error this package raises."""
+    """Base class of every error this package raises; `code` says which error, in a stable word."""
+
+    code: str
 
 class ConfigurationError(DescopeAuthError):
-    """A setting is missing or invalid; the message names the variable."""
+    """A setting is missing or invalid: `variable` names it (and `keyword` the DescopeClient argument)."""
+
+    variable: str | None
+    keyword: str | None
 
 class InvalidTokenError(DescopeAuthError):
     """A token failed validation (shape, signature, issuer, claims)."""
@@ -47,6 +81,46 @@ class RefreshFailedError(DescopeApiError):
 
 class AccessKeyExchangeError(DescopeApiError):
     """Descope refused to exchange the access key."""
+
+@final
+class Setting:
+    """One environment variable the package reads (a row of the core's settings table). Immutable."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def accepts(self) -> str: ...
+    @property
+    def minimum(self) -> float | None: ...
+    @property
+    def maximum(self) -> float | None: ...
+    @property
+    def choices(self) -> list[str]: ...
+    @property
+    def default(self) -> str | None: ...
+    @property
+    def default_shown(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def keyword(self) -> str | None: ...
+    @property
+    def example(self) -> str: ...
+    @property
+    def help(self) -> str: ...
+
+SETTINGS: tuple[Setting, ...]
+"""Every environment variable the package reads, in the README's order."""
+
+def check_setting(
+    name: str, raw: str | None = None, *, environ: Mapping[str, str] | None = None
+) -> str | int | float | list[str] | list[tuple[str, str]] | None:
+    """`raw` validated and normalised by the core (or the default when blank); raises
+    ConfigurationError for a bad value, KeyError for a name not in the table."""
 
 @final
 class Identity:

@@ -156,8 +156,9 @@ def test_cookie_secure_setting_from_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("DESCOPE_COOKIE_SECURE")
     assert ServerSettings.from_env().cookie_secure == "auto"
     monkeypatch.setenv("DESCOPE_COOKIE_SECURE", "yes")
-    with pytest.raises(ConfigurationError, match="DESCOPE_COOKIE_SECURE"):
+    with pytest.raises(ConfigurationError) as info:
         ServerSettings.from_env()
+    assert (info.value.code, info.value.variable) == ("config_invalid", "DESCOPE_COOKIE_SECURE")
 
 
 def test_cookies_and_default_redirect_follow_the_static_prefix(

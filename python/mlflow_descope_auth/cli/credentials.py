@@ -16,7 +16,7 @@ import click
 import requests
 
 from mlflow_descope_auth._core import DescopeAuthError, SessionResult
-from mlflow_descope_auth.settings import get_client_session, get_descope_client
+from mlflow_descope_auth.clients import get_client_session, get_descope_client
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from mlflow_descope_auth._core import (
     DescopeUnreachableError,
     ExpiredTokenError,
     Identity,
+    Setting,
 )
 from mlflow_descope_auth.cli.credentials import expiry_text
 from mlflow_descope_auth.cli.plugins import plugin_statuses
@@ -40,21 +41,23 @@ def _level(identity: Identity) -> str:
     return "admin" if identity.is_admin else identity.permission
 
 
+def shown_value(setting: Setting, env: Mapping[str, str]) -> str:
+    """The variable's value in ``env`` as a person may see it (secrets and URI passwords masked),
+    or its default."""
+    value = env.get(setting.name, "")
+    if not value:
+        return f"(default) {setting.default_shown}"
+    if setting.kind == "secret":
+        return mask_secret(value)
+    if setting.kind in ("uri", "http_url"):
+        return mask_url_password(value)
+    return value
+
+
 def configuration_lines(env: Mapping[str, str]) -> list[str]:
+    """One line per row of the core's settings table: the value (masked) or the default."""
     width = max(len(v.name) for v in VARIABLES)
-    lines = []
-    for var in VARIABLES:
-        value = env.get(var.name, "")
-        if not value:
-            shown = f"(default) {var.default}"
-        elif var.kind == "secret":
-            shown = mask_secret(value)
-        elif var.kind == "url":
-            shown = mask_url_password(value)
-        else:
-            shown = value
-        lines.append(f"  {var.name:<{width}}  {shown}")
-    return lines
+    return [f"  {var.name:<{width}}  {shown_value(var, env)}" for var in VARIABLES]
 
 
 class Doctor:

@@ -21,7 +21,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.auth import AuthBase
 
-from mlflow_descope_auth.settings import get_client_session
+from mlflow_descope_auth.clients import get_client_session
 
 _log = logging.getLogger(__name__)
 

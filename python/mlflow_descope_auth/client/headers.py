@@ -12,7 +12,7 @@ from mlflow.tracking.request_header.abstract_request_header_provider import Requ
 
 from mlflow_descope_auth._core import Identity
 from mlflow_descope_auth.client.identity_fields import identity_fields
-from mlflow_descope_auth.settings import descope_configured, get_client_session
+from mlflow_descope_auth.clients import descope_configured, get_client_session
 
 HEADER_NAMES = {
     "user_id": "X-Descope-User-ID",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
 from mlflow_descope_auth.client.identity_fields import identity_fields
-from mlflow_descope_auth.settings import descope_configured, get_client_session
+from mlflow_descope_auth.clients import descope_configured, get_client_session
 
 TAG_PREFIX = "descope."
 

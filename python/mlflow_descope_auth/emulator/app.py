@@ -314,6 +314,7 @@ def create_app(
 
     async def get_traffic(request: Request) -> Any:
         return traffic.snapshot()
+
     def clock_state() -> dict[str, float]:
         return {"offset": state.issuer.clock.offset, "now": state.issuer.clock.now()}
 

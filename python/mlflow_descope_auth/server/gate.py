@@ -207,8 +207,7 @@ class Gate:
                 req, "the session and its refresh token expired; sign in again", reason="expired", clear=True
             )
         except DescopeAuthError as exc:
-            detail = str(exc).replace("invalid session token", "the refresh token is invalid")
-            return self.deny(req, f"the session could not be renewed: {detail}", reason="invalid", clear=True)
+            return self.deny(req, f"the session could not be renewed: {exc}", reason="invalid", clear=True)
         try:
             result = self.refresher.refresh(refresh)
         except DescopeUnreachableError as exc:
