@@ -16,7 +16,7 @@ from mlflow_descope_auth.cli.doctor import configuration_lines
 from mlflow_descope_auth.server.settings import ServerSettings, is_local_path
 from mlflow_descope_auth.variables import BY_NAME, MARKDOWN_BEGIN, MARKDOWN_END, markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TABLE_SOURCES = {ROOT / "src" / "settings.rs", ROOT / "python" / "mlflow_descope_auth" / "variables.py"}
 
 
