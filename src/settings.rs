@@ -552,7 +552,7 @@ pub static SETTINGS: &[Setting] = &[
         keyword: None,
         empty_is_a_value: false,
         example: "/shared/descope-state",
-        help: "generated auth config, Flask secret key, start-up lock, shared refresh results (mode 0700)",
+        help: "generated auth config, Flask secret key, start-up lock; refresh results the workers share when the auth DB is not PostgreSQL (mode 0700)",
     },
     Setting {
         name: "MLFLOW_TRACKING_URI",
@@ -604,7 +604,7 @@ pub static SETTINGS: &[Setting] = &[
         keyword: None,
         empty_is_a_value: false,
         example: "(a long random string)",
-        help: "Flask's secret key, shared by all workers and replicas",
+        help: "Flask's secret key, and the key that seals the refresh results workers and replicas share: the same on every replica",
     },
 ];
 
