@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import ConfigurationError
 
 DEFAULT_WEB_COMPONENT_VERSION = "3.54.0"
@@ -49,7 +50,7 @@ class ServerSettings:
             )
         state_dir = Path(env.get("DESCOPE_AUTH_STATE_DIR", "").strip() or Path.cwd() / ".mlflow-descope")
         db_uri = env.get("DESCOPE_AUTH_DB_URI", "").strip() or f"sqlite:///{Path.cwd() / 'descope_auth.db'}"
-        prefix = env.get("_MLFLOW_STATIC_PREFIX", "").rstrip("/")
+        prefix = mlflow_internals.static_prefix(env)
         return cls(
             flow_id=env.get("DESCOPE_FLOW_ID", "").strip() or "sign-up-or-in",
             redirect_url=redirect,
