@@ -16,12 +16,11 @@ from urllib.parse import urlsplit
 
 import requests
 from mlflow.tracking import get_tracking_uri
-from mlflow.tracking._model_registry import utils as registry_utils
-from mlflow.tracking._tracking_service import utils as tracking_utils
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.auth import AuthBase
 
 from mlflow_descope_auth.clients import get_client_session
+from mlflow_descope_auth.mlflow_internals import registry_uri_set_in_process, tracking_uri_set_in_process
 
 _log = logging.getLogger(__name__)
 
@@ -51,17 +50,13 @@ def _parse_origin(scheme: str, netloc: str) -> tuple[str, int] | None:
 def _registry_uri() -> str:
     # mlflow.get_registry_uri() costs ~100 µs (it probes for a Spark session) and runs on every
     # request here; the URI is either set in-process (set_registry_uri) or in the environment.
-    return getattr(registry_utils, "_registry_uri", None) or os.environ.get("MLFLOW_REGISTRY_URI", "")
+    return registry_uri_set_in_process() or os.environ.get("MLFLOW_REGISTRY_URI", "")
 
 
 def _tracking_uri() -> str:
     # What mlflow.get_tracking_uri() answers, its two common cases read directly (it costs a few µs
     # on every request otherwise): set in-process, or in the environment.
-    return (
-        getattr(tracking_utils, "_tracking_uri", None)
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or get_tracking_uri()
-    )
+    return tracking_uri_set_in_process() or os.environ.get("MLFLOW_TRACKING_URI") or get_tracking_uri()
 
 
 def _allowed_origins() -> frozenset[tuple[str, int]]:

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import secrets
 
-from flask import Response, g, request
+from flask import Response, g, has_request_context, request
 from werkzeug.datastructures import Authorization
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import (
     DescopeAuthError,
     DescopeClient,
@@ -22,10 +23,9 @@ from mlflow_descope_auth._core import (
     ExpiredTokenError,
     Identity,
 )
+from mlflow_descope_auth.clients import get_descope_client
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.http import parse_cookies
-from mlflow_descope_auth.server.permission_lookups import roles_named
-from mlflow_descope_auth.settings import get_descope_client
 
 _log = logging.getLogger(__name__)
 
@@ -103,7 +103,18 @@ def _authorize() -> Authorization | Response:
     if identity.username == BOOTSTRAP_ADMIN or identity.username.startswith("__"):
         return _json_error(403, "PERMISSION_DENIED", f"the username '{identity.username}' is reserved")
     provision(identity)
+    g._descope_identity = identity
     return Authorization("bearer", {"username": identity.username})
+
+
+def verified_admin() -> bool | None:
+    """Whether this request's user is an admin, from the identity ``authorize`` verified and
+    provisioned (the auth DB's flag was just made equal to it); None before that, or outside a
+    request. MLflow's ``sender_is_admin`` answers with it (permission_lookups.install)."""
+    if not has_request_context():
+        return None
+    identity: Identity | None = g.get("_descope_identity")
+    return None if identity is None else identity.is_admin
 
 
 def provision(identity: Identity) -> None:
@@ -112,27 +123,30 @@ def provision(identity: Identity) -> None:
     state on every request (read once per request; MLflow reads the user anyway), never with a memo
     of this process: another worker or replica may have written something else since."""
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
     from mlflow.server.auth import auth_config, store
     from sqlalchemy.exc import IntegrityError
 
     username = identity.username
-    try:
-        user = store.get_user(username)
-    except MlflowException:
+    # The user record and the baseline roles held, in one lean read; MLflow's own checks in this
+    # request take the record from the per-request memo it fills.
+    user, held = mlflow_internals.user_and_roles(store, username, BASELINE_ROLE_PREFIX)
+    if user is None:
         try:
             # A random password nobody knows: this plugin never authenticates with passwords.
             store.create_user(username, secrets.token_urlsafe(32), is_admin=identity.is_admin)
             _log.info("Provisioned Descope user %s (admin=%s)", username, identity.is_admin)
         except MlflowException:
             pass  # another worker created it a moment ago
-        user = store.get_user(username)
+        user, held = mlflow_internals.user_and_roles(store, username, BASELINE_ROLE_PREFIX)
+        if user is None:
+            raise MlflowException(f"User with username={username} not found", RESOURCE_DOES_NOT_EXIST)
     if bool(user.is_admin) != identity.is_admin:
         store.update_user(username, is_admin=identity.is_admin)
         _log.info("MLflow admin flag of %s set to %s from the Descope roles", username, identity.is_admin)
     level = identity.permission
     baseline = not identity.is_admin and level != auth_config.default_permission and level in BASELINE_LEVELS
     wanted = f"{BASELINE_ROLE_PREFIX}{level}" if baseline else None
-    held = roles_named(store, user.id, BASELINE_ROLE_PREFIX)
     for name, role_id in held.items():
         if name != wanted:
             with contextlib.suppress(MlflowException):  # another worker did it a moment ago

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth.server.settings import ServerSettings
 
 # The user MLflow's auth layer insists on creating. No Descope identity may map to it (authz refuses
@@ -143,4 +144,4 @@ def prepare(settings: ServerSettings, default_permission: str) -> None:
                 authz.forget_legacy_baseline_grants()
             authz.ensure_baseline_roles()
     # Tells create_app the admin exists, so it only connects instead of migrating again.
-    os.environ["_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"] = "true"
+    mlflow_internals.mark_auth_admin_bootstrapped()

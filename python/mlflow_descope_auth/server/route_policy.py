@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import Identity
 from mlflow_descope_auth.server.http import Response, error
 
@@ -435,7 +436,7 @@ class RouteTable:
             (_literal_prefix(template), regex, route)
             for template, regex, route in _fastapi_entries(fastapi_routes)
         ]
-        self._flask = flask_app.url_map.bind("localhost")
+        self._flask = mlflow_internals.flask_route_matcher(flask_app)
 
     @classmethod
     def for_app(cls, app: Any, flask_app: Any, static_prefix: str = "") -> RouteTable:
@@ -485,25 +486,18 @@ def _literal_prefix(template: str) -> str:
     return template.split("{", 1)[0]
 
 
-def _fastapi_entries(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, re.Pattern[str], Route]]:
-    """MLflow's FastAPI routes in dispatch order, with their full templates; routers that FastAPI
-    keeps unflattened are walked; the Flask mount at ``/`` is skipped (resolved by its url_map)."""
+def _fastapi_entries(routes: Iterable[Any]) -> Iterator[tuple[str, re.Pattern[str], Route]]:
+    """MLflow's FastAPI routes in dispatch order, with their full templates; the Flask mount at ``/``
+    is skipped (resolved by its url_map)."""
     from starlette.routing import Mount, compile_path
 
-    for route in routes:
+    for prefix, route in mlflow_internals.fastapi_routes(routes):
         if isinstance(route, Mount):
             if route.path == "":
                 continue
             template = prefix + route.path + "/{path:path}"
             regex, _, _ = compile_path(template)
             yield template, regex, Route(template, ANY_METHOD, "fastapi")
-            continue
-        context = getattr(route, "include_context", None)
-        if context is not None:
-            sub = route.original_router
-            yield from _fastapi_entries(
-                [*sub.routes, *getattr(sub, "_low_priority_routes", [])], prefix + context.prefix
-            )
         elif hasattr(route, "path"):
             template = prefix + route.path
             regex, _, _ = compile_path(template)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
 from mlflow_descope_auth.server.gate import Gate, same_origin
 from mlflow_descope_auth.server.http import (
@@ -43,16 +44,10 @@ MESSAGES = {
 STATIC_DIR = Path(__file__).with_name("static")
 
 
-def _mlflow_favicon() -> Path:
-    import mlflow.server
-
-    return Path(mlflow.server.__file__).with_name("js") / "build" / "favicon.ico"
-
-
 # The login page's own assets: public (the page is shown before sign-in), so an explicit list.
 STATIC_FILES: dict[str, tuple[Callable[[], Path], str]] = {
     "login.js": (lambda: STATIC_DIR / "login.js", "text/javascript; charset=utf-8"),
-    "mlflow.ico": (_mlflow_favicon, "image/x-icon"),
+    "mlflow.ico": (mlflow_internals.mlflow_favicon, "image/x-icon"),
 }
 
 

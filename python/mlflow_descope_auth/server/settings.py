@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import ConfigurationError, check_setting
 
 
@@ -39,7 +40,7 @@ class ServerSettings:
             )
             missing.code, missing.variable = "config_missing", "DESCOPE_PROJECT_ID"
             raise missing
-        prefix = env.get("_MLFLOW_STATIC_PREFIX", "").rstrip("/")
+        prefix = mlflow_internals.static_prefix(env)
         return cls(
             flow_id=_text("DESCOPE_FLOW_ID", env),
             redirect_url=_text("DESCOPE_REDIRECT_URL", env),
