@@ -76,7 +76,7 @@ MLFLOW_318_TESTS=(
     tests_py/test_route_sweep.py
     tests_py/test_server_permissions.py
     tests_py/test_permission_lookups.py
-    tests_py/test_mlflow_internals.py
+    tests_py/unit/test_mlflow_internals.py
     tests_py/test_authz_sweep.py
 )
 ./scripts/mlflow-3.18-venv.sh

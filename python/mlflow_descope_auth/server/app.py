@@ -62,7 +62,7 @@ def _refuse_to_start_without_config() -> None:
     if unsupported := mlflow_internals.unsupported_mlflow_message(
         mlflow_internals.installed_mlflow_version()
     ):
-        sys.exit(f"mlflow-descope-auth: {unsupported}")
+        sys.exit(unsupported)  # it names the package already
     try:
         ServerSettings.from_env()
         DescopeClient.from_env()
