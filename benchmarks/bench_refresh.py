@@ -1,8 +1,9 @@
 """Transparent cookie refresh on `mlflow server --app-name descope` (uvicorn, 2 workers): what a
 request costs when its `DS` cookie has expired and the gate refreshes it with `DSR` (one call to
 Descope, here the emulator on loopback), against the same request with a valid session; and how many
-refreshes a burst of concurrent requests carrying one expired session causes (the RefreshCoordinator
-promises one per refresh token, shared by the worker processes through the state directory).
+refreshes a burst of concurrent requests carrying one expired session causes (the core's
+RefreshCoordinator promises one per refresh token, shared by the worker processes through the
+refresh store: here the state directory, as the auth DB is SQLite).
 
 Latency is the client's wall clock per request, the two kinds alternating; medians. The refresh
 tokens rotate on every use, as Descope can be configured to do.
