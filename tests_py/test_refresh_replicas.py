@@ -135,6 +135,29 @@ def test_a_burst_through_nginx_refreshes_once_and_nobody_is_signed_out(separate:
         assert refreshes(emu) == {"200": renewal + 1}
         works_everywhere(separate, ds)
         assert ds and old != dsr
+        assert_results_are_sealed(separate.auth_db_uri, [old, ds, dsr])
+
+
+def assert_results_are_sealed(auth_db_uri: str, tokens: list[str]) -> None:
+    """What the replicas shared in the auth DB: one row per refreshed token, keyed by its digest,
+    holding neither that token nor the session and refresh token it renewed to (nor any piece of
+    them long enough to matter)."""
+    import hashlib
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(auth_db_uri)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text("SELECT key, sealed FROM descope_auth_refresh_results")).all()
+    finally:
+        engine.dispose()
+    assert hashlib.sha256(tokens[0].encode()).hexdigest() in {key for key, _ in rows}
+    for key, sealed in rows:
+        blob = bytes(sealed)
+        for token in tokens:
+            for piece in (token, *token.split(".")):
+                assert piece.encode() not in blob, f"row {key[:8]}... holds a token in the clear"
 
 
 def test_chromium_loading_the_ui_with_only_a_refresh_token_stays_signed_in(
