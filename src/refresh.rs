@@ -47,8 +47,9 @@ pub trait SharedStore: Send + Sync {
     fn once(&self, key: &str, produce: Produce) -> Result<Option<Vec<u8>>>;
     /// Marks `key` revoked for `ttl_seconds` everywhere, and drops any blob saved under it.
     fn revoke(&self, key: &str, ttl_seconds: f64) -> Result<()>;
-    /// Fails closed: a store that cannot answer says true.
-    fn is_revoked(&self, key: &str) -> bool;
+    /// Whether `key` is revoked now; an error when the store cannot say (the caller then renews
+    /// nothing, without taking the answer for a sign-out).
+    fn is_revoked(&self, key: &str) -> Result<bool>;
 }
 
 /// A store for one process (its threads share results; other processes are not reached).
@@ -85,11 +86,11 @@ impl SharedStore for ProcessStore {
         Ok(())
     }
 
-    fn is_revoked(&self, key: &str) -> bool {
+    fn is_revoked(&self, key: &str) -> Result<bool> {
         let now = std::time::Instant::now();
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         revoked.retain(|_, until| *until > now);
-        revoked.contains_key(key)
+        Ok(revoked.contains_key(key))
     }
 }
 
@@ -214,8 +215,27 @@ impl RefreshCoordinator {
         Ok(issued)
     }
 
-    /// Ends a refresh token here at sign-out: the revocation goes to the store first, so no process
-    /// hands out a result for it after this returns. This process refuses it even if the store failed.
+    /// Signs a refresh token out: tombstones for it and for the token it rotated into (a browser
+    /// may sign out with a `DSR` a parallel request just renewed), then Descope's logout of the one
+    /// still alive there. Every step runs; the first failure is returned.
+    pub fn sign_out(&self, refresh_jwt: &str) -> Result<()> {
+        let successor = self.successor(refresh_jwt);
+        let mut failed = None;
+        for token in std::iter::once(refresh_jwt).chain(successor.as_deref()) {
+            if let Err(e) = self.revoke(token) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.client.logout(successor.as_deref().unwrap_or(refresh_jwt)) {
+            failed.get_or_insert(e);
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Ends a refresh token here: the revocation goes to the store first, so no process hands out a
+    /// result for it after this returns. The store keeps it until the token's own expiry, so that a
+    /// sign-out Descope did not confirm still holds here; this process refuses it even if the store
+    /// failed.
     pub fn revoke(&self, refresh_jwt: &str) -> Result<()> {
         let key = store_key(refresh_jwt);
         let now = self.now();
@@ -225,13 +245,33 @@ impl RefreshCoordinator {
             revoked.insert(key.clone(), now + REVOKED_MILLIS);
         }
         self.done.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        self.store.revoke(&key, REVOKED_MILLIS as f64 / 1000.0)
+        let lifetime = match self.client.validate_refresh_token(refresh_jwt) {
+            Ok(exp) => (exp * 1000).saturating_sub(now),
+            Err(_) => 0,
+        };
+        self.store.revoke(&key, lifetime.max(REVOKED_MILLIS) as f64 / 1000.0)
+    }
+
+    /// The refresh token `refresh_jwt` was rotated into by a refresh this process or another one
+    /// remembers, if any.
+    fn successor(&self, refresh_jwt: &str) -> Option<String> {
+        let key = store_key(refresh_jwt);
+        let remembered = self.done.lock().unwrap_or_else(|e| e.into_inner()).get(&key).map(|(_, o)| o.clone());
+        let issued = match remembered {
+            Some(outcome) => outcome.ok(),
+            // Under the key's lock: a refresh in flight elsewhere finishes first, and its result counts.
+            None => match self.store.once(&key, Box::new(|| Ok(None))) {
+                Ok(Some(blob)) => self.open(&key, &blob).ok(),
+                _ => None,
+            },
+        };
+        issued.and_then(|i| i.refresh_jwt).filter(|next| next != refresh_jwt)
     }
 
     fn refuse_if_revoked(&self, key: &str) -> Result<()> {
         let now = self.now();
         let local = self.revoked.lock().unwrap_or_else(|e| e.into_inner()).get(key).is_some_and(|t| *t > now);
-        if local || self.store.is_revoked(key) {
+        if local || self.store.is_revoked(key)? {
             self.done.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
             return Err(Error::RefreshFailed(REVOKED_MESSAGE.into()));
         }
@@ -348,9 +388,9 @@ mod tests {
         assert_eq!(first.as_deref(), Some(&b"blob"[..]));
         let second = store.once(KEY, Box::new(|| panic!("produced twice"))).unwrap();
         assert_eq!(second.as_deref(), Some(&b"blob"[..]));
-        assert!(!store.is_revoked(KEY));
+        assert!(!store.is_revoked(KEY).unwrap());
         store.revoke(KEY, 60.0).unwrap();
-        assert!(store.is_revoked(KEY));
+        assert!(store.is_revoked(KEY).unwrap());
         let after = store.once(KEY, Box::new(|| Ok(None))).unwrap();
         assert_eq!(after, None, "the revoked key's blob is gone");
     }

@@ -189,3 +189,49 @@ fn admitted_sessions_outlive_their_expiry_by_the_grace_only() {
     clock.advance(3600);
     assert!(matches!(client.validate_admitted(&far), Err(Error::ExpiredToken { .. })), "never admitted");
 }
+
+/// A store that cannot answer (its database is down).
+struct BrokenStore;
+
+impl SharedStore for BrokenStore {
+    fn once(&self, _: &str, _: mlflow_descope_auth::refresh::Produce) -> mlflow_descope_auth::Result<Option<Vec<u8>>> {
+        Err(Error::Coordination("down".into()))
+    }
+    fn revoke(&self, _: &str, _: f64) -> mlflow_descope_auth::Result<()> {
+        Err(Error::Coordination("down".into()))
+    }
+    fn is_revoked(&self, _: &str) -> mlflow_descope_auth::Result<bool> {
+        Err(Error::Coordination("down".into()))
+    }
+}
+
+#[test]
+fn a_store_that_cannot_answer_renews_nothing_and_signs_nobody_out() {
+    let descope = Descope::start(Duration::ZERO);
+    let coordinator =
+        RefreshCoordinator::new(client(&descope, ManualClock::at(now())), Arc::new(BrokenStore), SECRET).unwrap();
+    let err = coordinator.refresh(&refresh_token("U2rita")).unwrap_err();
+    // Not a refusal of the token (which would clear the browser's cookies): "not right now".
+    assert!(matches!(err, Error::Coordination(_)), "{err}");
+    assert_eq!(err.kind(), mlflow_descope_auth::ErrorKind::Unreachable);
+    assert_eq!(descope.refreshes(), 0);
+}
+
+#[test]
+fn signing_out_with_a_token_that_was_just_rotated_ends_its_successor_too() {
+    let descope = Descope::start(Duration::ZERO);
+    let clock = ManualClock::at(now());
+    let store: Arc<dyn SharedStore> = Arc::new(ProcessStore::default());
+    let renewing = RefreshCoordinator::new(client(&descope, clock.clone()), store.clone(), SECRET).unwrap();
+    let signing_out = RefreshCoordinator::new(client(&descope, clock), store, SECRET).unwrap();
+    let stale = refresh_token("U2rita");
+    let successor = renewing.refresh(&stale).unwrap().refresh_jwt.unwrap();
+
+    // The browser signs out with the DSR it held before a parallel request's renewal arrived.
+    signing_out.sign_out(&stale).unwrap();
+    assert!(matches!(renewing.refresh(&successor), Err(Error::RefreshFailed(m)) if m.contains("signed out")));
+    assert!(matches!(signing_out.refresh(&stale), Err(Error::RefreshFailed(_))));
+    let logouts = descope.fake.calls("/v1/auth/logout");
+    assert_eq!(logouts.len(), 1);
+    assert_eq!(logouts[0].bearer_secret(), Some(successor.as_str()), "Descope ends the live token");
+}

@@ -264,13 +264,16 @@ def test_file_store_keeps_its_files_private_and_cleans_up(tmp_path: Path) -> Non
     assert sorted(p.suffix for p in directory.iterdir()) == [".lock"] * len(list(directory.iterdir()))
 
 
-def test_file_store_fails_closed_on_a_tombstone_it_cannot_read(tmp_path: Path) -> None:
+def test_file_store_cannot_tell_on_a_tombstone_it_cannot_read(tmp_path: Path) -> None:
+    """Neither "revoked" (which would sign the user out) nor "not revoked" (which would renew a
+    token that may be signed out): an error, on which the core renews nothing and keeps the cookies."""
     store = FileRefreshStore(tmp_path / "state")
     garbled, unreadable = key_of("dsr-12"), key_of("dsr-13")
     (store.directory / f"{garbled}.revoked").write_bytes(b"xyz")
     (store.directory / f"{unreadable}.revoked").mkdir()
-    assert store.is_revoked(garbled)
-    assert store.is_revoked(unreadable)
+    for key in (garbled, unreadable):
+        with pytest.raises(RefreshStoreError, match="sign-out record"):
+            store.is_revoked(key)
     assert not store.is_revoked(key_of("dsr-14"))
 
 
@@ -366,7 +369,8 @@ def test_postgres_gone_fails_closed_and_never_hangs(tmp_path: Path) -> None:
         assert store.once(key, lambda: (b"saved", TTL)) == b"saved"
         assert not store.is_revoked(key)
         server.kill()
-        assert store.is_revoked(key)
+        with pytest.raises(RefreshStoreError, match="PostgreSQL"):
+            store.is_revoked(key)
         with pytest.raises(RefreshStoreError, match="PostgreSQL"):
             store.once(key, lambda: pytest.fail("produced without the lock"))
         with pytest.raises(RefreshStoreError, match="PostgreSQL"):
@@ -380,6 +384,7 @@ def test_postgres_gone_fails_closed_and_never_hangs(tmp_path: Path) -> None:
 def test_postgres_never_reached_fails_closed() -> None:
     store = PostgresRefreshStore(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/auth")
     key = key_of("dsr-22")
-    assert store.is_revoked(key)
+    with pytest.raises(RefreshStoreError, match="unreachable"):
+        store.is_revoked(key)
     with pytest.raises(RefreshStoreError, match="unreachable"):
         store.once(key, lambda: pytest.fail("produced without the lock"))

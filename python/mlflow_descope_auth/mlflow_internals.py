@@ -228,7 +228,31 @@ def answer_admin_checks_from(verified_admin: Callable[[], bool | None]) -> bool:
 
     sender_is_admin.descope_identity = True  # type: ignore[attr-defined]
     mlflow_auth.sender_is_admin = sender_is_admin
+    # MLflow's admin-only routes name the function itself in its validator tables (module-level
+    # dicts): without this they would still read the DB's flag, which a demoted admin's older token
+    # writes back on its own requests.
+    for table in vars(mlflow_auth).values():
+        if isinstance(table, dict):
+            for route, validator in list(table.items()):
+                if validator is original:
+                    table[route] = sender_is_admin
     return True
+
+
+def admin_checks_left_in_validator_tables() -> int:
+    """How many entries of MLflow's validator tables still name MLflow's own ``sender_is_admin``
+    (0 once ``answer_admin_checks_from`` is in place)."""
+    import mlflow.server.auth as mlflow_auth
+
+    current = getattr(mlflow_auth, "sender_is_admin", None)
+    original = getattr(current, "__wrapped__", current)
+    return sum(
+        1
+        for table in vars(mlflow_auth).values()
+        if isinstance(table, dict)
+        for validator in table.values()
+        if validator is original
+    )
 
 
 # --- The user record, read lean and memoized for one request --------------------------------------

@@ -65,9 +65,11 @@ impl SharedStore for PyStore {
         })
     }
 
-    fn is_revoked(&self, key: &str) -> bool {
+    fn is_revoked(&self, key: &str) -> Result<bool> {
         Python::attach(|py| {
-            self.0.call_method1(py, "is_revoked", (key,)).and_then(|v| v.extract::<bool>(py)).unwrap_or(true)
+            self.0.call_method1(py, "is_revoked", (key,)).and_then(|v| v.extract::<bool>(py)).map_err(|e| {
+                Error::Coordination(format!("the refresh store cannot tell whether the token was signed out: {e}"))
+            })
         })
     }
 }
@@ -99,10 +101,17 @@ impl PyRefreshCoordinator {
         session_result(py, issued, true)
     }
 
-    /// Ends `refresh_token` on every process sharing the store (call before Descope's logout).
+    /// Ends `refresh_token` on every process sharing the store (until its own expiry).
     fn revoke(&self, py: Python<'_>, refresh_token: &str) -> PyResult<()> {
         let inner = &self.inner;
         py.detach(|| inner.revoke(refresh_token)).map_err(to_pyerr)
+    }
+
+    /// Signs `refresh_token` out everywhere: it and the token it rotated into are revoked in every
+    /// process, then Descope logs out the one still alive. Raises the first failure, after all steps.
+    fn sign_out(&self, py: Python<'_>, refresh_token: &str) -> PyResult<()> {
+        let inner = &self.inner;
+        py.detach(|| inner.sign_out(refresh_token)).map_err(to_pyerr)
     }
 
     fn __repr__(&self) -> &'static str {

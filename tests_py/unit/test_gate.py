@@ -15,9 +15,11 @@ import pytest
 import requests
 
 from mlflow_descope_auth import DescopeClient
+from mlflow_descope_auth._core import RefreshCoordinator
 from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.server.gate import Gate, Verdict
 from mlflow_descope_auth.server.http import Response
+from mlflow_descope_auth.server.refresh_store import RefreshStoreError
 
 from .inprocess import (
     HOST,
@@ -371,3 +373,37 @@ def test_unreachable_descope_sends_a_page_load_to_the_login_page(
     jar = {"cookie": f"DS={emulator.login('reader')['sessionJwt']}", **HTML}
     verdict = unreachable_gate.check(unit_request("GET", "/", headers=jar))
     assert login_redirect(verdict) == {"next": ["/"], "message": ["unavailable"]}
+
+
+class _StoreThatCannotAnswer:
+    """A refresh store whose database is gone: every call fails as the real stores then do."""
+
+    def once(self, key: str, produce: object) -> bytes | None:
+        raise RefreshStoreError("the refresh store in PostgreSQL is unreachable: db.internal:5432 refused")
+
+    def revoke(self, key: str, ttl: float) -> None:
+        raise RefreshStoreError("the refresh store in PostgreSQL is unreachable: db.internal:5432 refused")
+
+    def is_revoked(self, key: str) -> bool:
+        raise RefreshStoreError("the refresh store in PostgreSQL is unreachable: db.internal:5432 refused")
+
+
+def test_a_refresh_store_that_cannot_answer_keeps_the_cookies_and_its_details(
+    client: DescopeClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Not a sign-out (which would clear a refresh token that is fine) and not a renewal either: the
+    session cannot be renewed right now, and where the deployment's database lives stays in the log."""
+    refresher = RefreshCoordinator(client, "a server secret of some length", _StoreThatCannotAnswer())
+    gate = Gate(client, make_settings(tmp_path), refresher)
+    past = issued_in_the_past(emulator, "editor", 3600)
+    before = emulator.stats()["refresh"]
+    jar = {"cookie": f"DS={past['sessionJwt']}; DSR={past['refreshJwt']}"}
+    response = assert_401(
+        gate.check(unit_request("GET", SEARCH, headers=jar)), message="try again in a moment"
+    )
+    assert "db.internal" not in body(response)["message"]
+    assert not response_cookies(response.headers), "the cookies stay"
+    page = gate.check(unit_request("GET", "/", headers={**jar, **HTML}))
+    assert login_redirect(page)["message"] == ["unavailable"]
+    assert page.response is not None and not response_cookies(page.response.headers)
+    assert emulator.stats()["refresh"] == before

@@ -213,10 +213,12 @@ class Gate:
         except DescopeUnreachableError as exc:
             # The session ended and cannot be renewed now: the browser goes back to the login page
             # (which says Descope is unreachable), an API client gets 401. The cookies stay: the
-            # refresh token is still good once Descope is back.
-            _log.warning("Descope unreachable while renewing a session: %s", exc)
+            # refresh token is still good once Descope (or the refresh store) is back.
+            _log.warning("Cannot renew a session right now: %s", exc)
+            # What failed inside this deployment (its database, its hosts) is for the log only.
+            detail = "try again in a moment" if exc.code == "refresh_store_unavailable" else str(exc)
             return self.deny(
-                req, f"the session expired and cannot be renewed right now: {exc}", reason="unavailable"
+                req, f"the session expired and cannot be renewed right now: {detail}", reason="unavailable"
             )
         except DescopeAuthError as exc:
             return self.deny(req, f"the session could not be renewed: {exc}", reason="expired", clear=True)

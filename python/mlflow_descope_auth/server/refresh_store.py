@@ -69,7 +69,8 @@ class RefreshStore(Protocol):
         ...
 
     def is_revoked(self, key: str) -> bool:
-        """Fail closed: a store that cannot answer says True."""
+        """Whether ``key`` is revoked now. ``RefreshStoreError`` when the store cannot tell: the core
+        then renews nothing, without taking it for a sign-out (the browser keeps its cookies)."""
         ...
 
 
@@ -124,6 +125,7 @@ class FileRefreshStore:
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / "refresh"
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dir.chmod(0o700)  # one made by someone else (or an older umask) is made private too
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
         self._sweep()  # what a previous run left behind
@@ -172,8 +174,8 @@ class FileRefreshStore:
         check_key(key)
         try:
             expires = _read_expiry(self._dir / f"{key}.revoked")
-        except OSError:
-            return True  # unreadable: fail closed (a refresh token that works is one sign-in away)
+        except OSError as exc:
+            raise RefreshStoreError(f"cannot read a sign-out record in {self._dir}: {exc}") from exc
         return expires is not None and expires > time.time()
 
     @contextlib.contextmanager
@@ -327,7 +329,9 @@ class PostgresRefreshStore:
         self._url = url
         self._lock_wait = _checked_ttl(lock_wait)
         self._mutex = threading.Lock()
-        self._engine: Any = None
+        # Two pools: `once` holds a connection (and the key's lock) while Descope answers, so the
+        # short statements (is a token signed out, sign out) get their own and never queue behind it.
+        self._engines: dict[bool, Any] = {}
         self._engine_pid = 0
         self._tables_ready = False
         self._next_sweep = 0.0
@@ -375,31 +379,27 @@ class PostgresRefreshStore:
     def revoke(self, key: str, ttl: float) -> None:
         check_key(key)
         ttl = _checked_ttl(ttl)
-        with self._connection() as conn, self._transaction(conn):
+        with self._connection(short=True) as conn, self._transaction(conn):
             self._run(conn, _REVOKE, key=key, ttl=ttl)
             self._run(conn, _FORGET, key=key)
         self._sweep_now_and_then()
 
     def is_revoked(self, key: str) -> bool:
         check_key(key)
-        try:
-            with self._connection() as conn, self._transaction(conn):
-                return self._run(conn, _IS_REVOKED, key=key).first() is not None
-        except RefreshStoreError as exc:
-            _log.warning("Treating a refresh token as signed out: %s", exc)
-            return True
+        with self._connection(short=True) as conn, self._transaction(conn):
+            return self._run(conn, _IS_REVOKED, key=key).first() is not None
 
     def sweep(self) -> None:
         """Deletes expired results and tombstones."""
-        with self._connection() as conn, self._transaction(conn):
+        with self._connection(short=True) as conn, self._transaction(conn):
             for statement in _SWEEP:
                 self._run(conn, statement)
 
     def dispose(self) -> None:
         """Closes the pooled connections."""
         with self._mutex:
-            engine, self._engine = self._engine, None
-        if engine is not None:
+            engines, self._engines = self._engines, {}
+        for engine in engines.values():
             engine.dispose()
 
     def _sweep_now_and_then(self) -> None:
@@ -411,34 +411,34 @@ class PostgresRefreshStore:
         except RefreshStoreError as exc:
             _log.info("Could not sweep expired refresh results: %s", exc)
 
-    def _engine_here(self) -> Any:
+    def _engine_here(self, short: bool) -> Any:
         import sqlalchemy
 
         with self._mutex:
             # A pool must not cross a fork: the child opens its own connections.
-            if self._engine is None or self._engine_pid != os.getpid():
+            if self._engine_pid != os.getpid():
+                self._engines, self._engine_pid, self._tables_ready = {}, os.getpid(), False
+            if short not in self._engines:
                 driver = self._url.get_driver_name()
                 connect_args = (
                     {"connect_timeout": _CONNECT_SECONDS} if driver in ("psycopg2", "psycopg") else {}
                 )
-                self._engine = sqlalchemy.create_engine(
+                self._engines[short] = sqlalchemy.create_engine(
                     self._url,
                     pool_size=2,
-                    max_overflow=8,
-                    pool_timeout=self._lock_wait,
+                    max_overflow=2 if short else 8,
+                    pool_timeout=_STATEMENT_SECONDS if short else self._lock_wait,
                     pool_pre_ping=True,
                     hide_parameters=True,  # errors must not quote the sealed bytes
                     connect_args=connect_args,
                 )
-                self._engine_pid = os.getpid()
-                self._tables_ready = False
-            return self._engine
+            return self._engines[short]
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Any]:
+    def _connection(self, short: bool = False) -> Iterator[Any]:
         from sqlalchemy.exc import SQLAlchemyError
 
-        engine = self._engine_here()
+        engine = self._engine_here(short)
         try:
             conn = engine.connect()
         except SQLAlchemyError as exc:

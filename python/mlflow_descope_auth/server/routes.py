@@ -202,17 +202,13 @@ class AuthRoutes:
         ):
             return self._confirm_logout()
         if refresh is not None and genuine:
-            # First, so that no worker or replica renews the session from a remembered result once
-            # this returns. When the shared store fails, this process still refuses the token.
+            # The core revokes the token (and the one it rotated into) in every worker and replica
+            # before Descope's logout, so none renews the session from a remembered result.
             try:
-                self.gate.refresher.revoke(refresh)
-            except DescopeAuthError as exc:
-                _log.warning("Could not share a sign-out with the other workers: %s", exc)
-            try:
-                self.client.logout(refresh)
+                self.gate.refresher.sign_out(refresh)
             except DescopeAuthError as exc:
                 # The cookies go regardless; the user is signed out of this server.
-                _log.warning("Descope logout failed: %s", exc)
+                _log.warning("Signing out did not complete everywhere: %s", exc)
         headers = clear_cookies(secure=self.gate.secure_cookies(req), path=self.gate.cookie_path)
         return Response.redirect(self.gate.login_url(message="logged_out"), headers)
 
