@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 
@@ -19,6 +19,12 @@ def chromium_path() -> str:
         if candidate and Path(candidate).exists():
             return candidate
     raise RuntimeError("chromium is not installed: ./scripts/test.sh installs Debian's chromium package")
+
+
+# Playwright's `expect` waits 5 s by default, apart from the context's action timeout: on a shared
+# 2-core machine MLflow's UI can take longer to re-render. A condition awaited, never a fixed sleep.
+UI_TIMEOUT_MS = 60_000
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @contextmanager
