@@ -31,7 +31,6 @@ pub const UNREACHABLE_MILLIS: i64 = 5_000;
 pub const REVOKED_MILLIS: i64 = 4 * GRACE_MILLIS;
 pub const REVOKED_MESSAGE: &str = "the refresh token was revoked when the user signed out";
 
-const STRIPES: usize = 64;
 const SEAL_VERSION: u8 = 1;
 const SEAL_SALT: &[u8] = b"mlflow-descope-auth refresh results";
 const SEAL_INFO: &[u8] = b"aes-256-gcm v1";
@@ -165,7 +164,9 @@ pub struct RefreshCoordinator {
     client: Arc<DescopeClient>,
     store: Arc<dyn SharedStore>,
     sealer: Arc<Sealer>,
-    stripes: Vec<Mutex<()>>,
+    /// One lock per refresh token being renewed right now (removed when nobody holds or waits for
+    /// it), so the renewals of different users never wait for each other.
+    flights: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     done: Mutex<HashMap<String, (i64, Outcome)>>,
     revoked: Mutex<HashMap<String, i64>>,
 }
@@ -176,7 +177,7 @@ impl RefreshCoordinator {
             client,
             store,
             sealer: Arc::new(Sealer::new(secret)?),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            flights: Mutex::new(HashMap::new()),
             done: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
         })
@@ -193,17 +194,13 @@ impl RefreshCoordinator {
         self.refuse_if_revoked(&key)?; // before the cache and before Descope
         let outcome = match self.recent(&key) {
             Some(hit) => hit,
-            None => {
-                let stripe = usize::from(token_digest(refresh_jwt)[0]) % STRIPES;
-                let _held = self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner());
-                match self.recent(&key) {
-                    Some(hit) => hit,
-                    None => {
-                        self.refuse_if_revoked(&key)?; // signed out while this request waited
-                        self.refresh_shared(&key, refresh_jwt)?
-                    }
+            None => self.in_flight(&key, || match self.recent(&key) {
+                Some(hit) => Ok(hit),
+                None => {
+                    self.refuse_if_revoked(&key)?; // signed out while this request waited
+                    self.refresh_shared(&key, refresh_jwt)
                 }
-            }
+            })?,
         };
         let issued = outcome?;
         // A remembered result is handed out only while neither the token it renewed nor the one it
@@ -266,6 +263,25 @@ impl RefreshCoordinator {
             },
         };
         issued.and_then(|i| i.refresh_jwt).filter(|next| next != refresh_jwt)
+    }
+
+    /// Runs `work` holding the lock of `key`'s flight.
+    fn in_flight<T>(&self, key: &str, work: impl FnOnce() -> T) -> T {
+        let flight = self.flights.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default().clone();
+        let result = {
+            let _held = flight.lock().unwrap_or_else(|e| e.into_inner());
+            work()
+        };
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references (the map's and this one): nobody else holds or waits for it.
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight) && Arc::strong_count(f) == 2) {
+            flights.remove(key);
+        }
+        result
+    }
+
+    pub fn flights_in_progress(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn refuse_if_revoked(&self, key: &str) -> Result<()> {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use common::fake::{descope_error, jwt_response, refresh_token, session_token, FakeDescope};
@@ -234,4 +234,73 @@ fn signing_out_with_a_token_that_was_just_rotated_ends_its_successor_too() {
     let logouts = descope.fake.calls("/v1/auth/logout");
     assert_eq!(logouts.len(), 1);
     assert_eq!(logouts[0].bearer_secret(), Some(successor.as_str()), "Descope ends the live token");
+}
+
+/// A process store that holds `once` for one key until told to go on.
+struct HoldingStore {
+    inner: ProcessStore,
+    held_key: String,
+    entered: std::sync::mpsc::SyncSender<()>,
+    go_on: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl SharedStore for HoldingStore {
+    fn once(
+        &self,
+        key: &str,
+        produce: mlflow_descope_auth::refresh::Produce,
+    ) -> mlflow_descope_auth::Result<Option<Vec<u8>>> {
+        if key == self.held_key {
+            self.entered.send(()).unwrap();
+            self.go_on.lock().unwrap().recv_timeout(Duration::from_secs(120)).unwrap();
+        }
+        self.inner.once(key, produce)
+    }
+    fn revoke(&self, key: &str, ttl: f64) -> mlflow_descope_auth::Result<()> {
+        self.inner.revoke(key, ttl)
+    }
+    fn is_revoked(&self, key: &str) -> mlflow_descope_auth::Result<bool> {
+        self.inner.is_revoked(key)
+    }
+}
+
+#[test]
+fn renewals_of_different_tokens_never_wait_for_each_other() {
+    use mlflow_descope_auth::cache::token_digest;
+    use mlflow_descope_auth::refresh::store_key;
+
+    let descope = Descope::start(Duration::ZERO);
+    // Two tokens whose digests share a first byte: lock striping by digest would make the second
+    // wait for the first.
+    let held = refresh_token("U2rita");
+    let other = std::iter::repeat_with(|| refresh_token("U2rita"))
+        .find(|t| token_digest(t)[0] == token_digest(&held)[0])
+        .unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (go_on, go_on_rx) = std::sync::mpsc::channel();
+    let store = HoldingStore {
+        inner: ProcessStore::default(),
+        held_key: store_key(&held),
+        entered: entered_tx,
+        go_on: Mutex::new(go_on_rx),
+    };
+    let coordinator =
+        Arc::new(RefreshCoordinator::new(client(&descope, ManualClock::at(now())), Arc::new(store), SECRET).unwrap());
+
+    let slow = {
+        let (c, t) = (coordinator.clone(), held.clone());
+        std::thread::spawn(move || c.refresh(&t).map(|_| ()))
+    };
+    entered.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let fast = {
+        let c = coordinator.clone();
+        std::thread::spawn(move || done_tx.send(c.refresh(&other).map(|_| ())).unwrap())
+    };
+    let finished = done.recv_timeout(Duration::from_secs(60));
+    go_on.send(()).unwrap();
+    slow.join().unwrap().unwrap();
+    fast.join().unwrap();
+    assert!(matches!(finished, Ok(Ok(()))), "the other user's renewal waited for this one: {finished:?}");
+    assert_eq!(coordinator.flights_in_progress(), 0, "finished flights are forgotten");
 }
