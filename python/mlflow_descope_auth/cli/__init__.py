@@ -13,6 +13,7 @@ from mlflow_descope_auth.cli.credentials import token, whoami
 from mlflow_descope_auth.cli.demo import demo
 from mlflow_descope_auth.cli.doctor import doctor
 from mlflow_descope_auth.cli.emulator import emulator
+from mlflow_descope_auth.cli.login import login, logout
 from mlflow_descope_auth.cli.plugins import PLUGIN_ENTRY_POINTS, verify_plugin
 
 __all__ = ["PLUGIN_ENTRY_POINTS", "main"]
@@ -27,5 +28,5 @@ def main() -> None:
     """
 
 
-for command in (demo, doctor, token, whoami, verify_plugin, emulator):
+for command in (demo, login, logout, doctor, token, whoami, verify_plugin, emulator):
     main.add_command(command)

@@ -90,6 +90,8 @@ class Gate:
         p = self.prefix
         self.public_paths = frozenset(
             {f"{p}/health", f"{p}/auth/health", f"{p}/auth/login", f"{p}/auth/session", f"{p}/auth/logout"}
+            # The command line's code exchange: the PKCE verifier is its credential.
+            | {f"{p}/auth/cli/token"}
         )
         self.public_prefixes = (f"{p}/auth/static/",)
         self.cookie_path = f"{p}/" if p else "/"

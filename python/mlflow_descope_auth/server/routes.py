@@ -9,11 +9,19 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, DescopeUnreachableError, Identity
+from mlflow_descope_auth.server.cli_login import (
+    CliCodes,
+    CliCodesUnavailable,
+    CliLoginError,
+    CliRequest,
+    loopback_redirect,
+)
 from mlflow_descope_auth.server.gate import Gate, same_origin
 from mlflow_descope_auth.server.http import (
     REFRESH_COOKIE,
@@ -66,13 +74,23 @@ def provision_quietly(identity: Identity) -> None:
 class AuthRoutes:
     HEALTH_CACHE_SECONDS = 5.0
 
-    def __init__(self, gate: Gate, client: DescopeClient) -> None:
+    def __init__(self, gate: Gate, client: DescopeClient, cli_codes: CliCodes | None = None) -> None:
         self.gate = gate
         self.client = client
+        self._cli_codes = cli_codes
         self.prefix = gate.prefix
         self._health: tuple[float, bool, str] | None = None
         self._health_lock = threading.Lock()
         self._static_cache: dict[str, bytes] = {}
+
+    @cached_property
+    def cli_codes(self) -> CliCodes:
+        """The command line's one-time sign-in codes, in the auth DB every worker shares."""
+        if self._cli_codes is None:
+            from mlflow.server.auth import auth_config
+
+            self._cli_codes = CliCodes(auth_config.database_uri)
+        return self._cli_codes
 
     @cached_property
     def _templates(self) -> Environment:
@@ -94,6 +112,7 @@ class AuthRoutes:
             ("logout", "GET"): lambda: self.logout(req),
             ("logout", "POST"): lambda: self.logout(req),
             ("user", "GET"): lambda: self.user(identity),
+            ("cli/token", "POST"): lambda: self.cli_token(req),
             ("health", "GET"): self.health,
         }
         handler = routes.get((name, req.method))
@@ -113,6 +132,13 @@ class AuthRoutes:
     def login(self, req: Request) -> Response:
         query = req.query
         message = MESSAGES.get(query.get("message", ""))
+        cli = None
+        fields = {k: v[0] for k, v in parse_qs(req.query_string, keep_blank_values=True).items()}
+        if "cli" in fields:  # `mlflow-descope-auth login` sent the browser here
+            try:
+                cli = CliRequest.parse(fields).as_fields()
+            except CliLoginError as exc:
+                return error(400, "INVALID_PARAMETER_VALUE", f"{exc}: run `mlflow-descope-auth login` again")
         page = self._templates.get_template("login.html").render(
             project_id=self.client.project_id,
             flow_id=self.gate.settings.flow_id,
@@ -122,6 +148,7 @@ class AuthRoutes:
             static_url=f"{self.prefix}/auth/static",
             next_path=self.safe_next(query.get("next")),
             message={"kind": message[0], "text": message[1]} if message else None,
+            cli=cli,
         )
         return Response.html(200, page)
 
@@ -161,6 +188,12 @@ class AuthRoutes:
             return error(
                 400, "INVALID_PARAMETER_VALUE", "sessionJwt (and refreshJwt, if sent) must be strings"
             )
+        cli = None
+        if body.get("cli") is not None:
+            try:
+                cli = CliRequest.parse(body["cli"] if isinstance(body["cli"], dict) else {})
+            except CliLoginError as exc:
+                return error(400, "INVALID_PARAMETER_VALUE", str(exc))
         try:
             identity = self.client.validate_session(session_token)
             refresh_exp = self.client.validate_refresh_token(refresh_token) if refresh_token else None
@@ -180,7 +213,35 @@ class AuthRoutes:
         )
         _log.info("Signed in %s", identity.username)
         next_path = self.safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
+        if cli is not None:
+            tokens = {
+                "sessionJwt": session_token,
+                "refreshJwt": refresh_token,
+                "projectId": self.client.project_id,
+                "baseUrl": self.client.base_url,
+            }
+            try:
+                next_path = loopback_redirect(cli, self.cli_codes.issue(cli, tokens))
+            except CliCodesUnavailable as exc:
+                return error(503, "TEMPORARILY_UNAVAILABLE", f"{exc}; try again in a moment")
         return Response.json(200, {"redirect": next_path, "user": identity.username}, cookies)
+
+    def cli_token(self, req: Request) -> Response:
+        """The command line trades its one-time code and PKCE verifier for the session it started.
+        No cookie or Origin counts here: the verifier, which never left the CLI, is the proof."""
+        try:
+            body = json.loads(req.body or b"{}")
+        except (RecursionError, ValueError):
+            return error(400, "INVALID_PARAMETER_VALUE", "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return error(400, "INVALID_PARAMETER_VALUE", "the body must be a JSON object")
+        try:
+            tokens = self.cli_codes.redeem(body.get("code"), body.get("verifier"))
+        except CliLoginError as exc:
+            return error(400, "INVALID_PARAMETER_VALUE", str(exc))
+        except CliCodesUnavailable as exc:
+            return error(503, "TEMPORARILY_UNAVAILABLE", str(exc))
+        return Response.json(200, tokens)
 
     def logout(self, req: Request) -> Response:
         """Signs out: revokes the refresh token at Descope, ends it in every worker's refresh cache
