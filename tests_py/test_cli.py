@@ -26,7 +26,7 @@ from .unit.inprocess import expired_session
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "mlflow_descope_auth.cli"]
-SUBCOMMANDS = ["demo", "doctor", "token", "whoami", "verify-plugin", "emulator"]
+SUBCOMMANDS = ["demo", "login", "logout", "doctor", "token", "whoami", "verify-plugin", "emulator"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -222,7 +222,9 @@ def test_doctor_passes_for_a_working_setup_and_masks_secrets(descope: DescopeSer
     assert "All checks passed." in out.stdout
     assert "FAIL" not in out.stdout
     assert key not in out.stdout + out.stderr
-    assert f"{descope.url} accepts this session" in out.stdout
+    # The level is the server's (DESCOPE_ROLE_PERMISSIONS there maps editor to EDIT; none here).
+    assert f"{descope.url} accepts this session: " in out.stdout
+    assert re.search(r"MLflow EDIT \(as the server maps it\)", out.stdout), out.stdout
     # Every variable is shown, with its default when unset.
     for var in VARIABLES:
         assert var.name in out.stdout
@@ -254,6 +256,13 @@ def other_project_token(emu: Emulator) -> str:
         ("wrong project", ["FAIL", "another Descope project", "DESCOPE_PROJECT_ID"]),
         ("bad access key", ["FAIL", "DESCOPE_ACCESS_KEY", "exchanging the access key failed"]),
         ("server refuses", ["FAIL", "refuses this session (401)"]),
+        ("no tracking uri", ["FAIL", "MLFLOW_TRACKING_URI is not set", "export MLFLOW_TRACKING_URI="]),
+        ("not a server", ["FAIL", "not the http(s) URL of an MLflow server"]),
+        (
+            "auth unset",
+            ["FAIL", "MLFLOW_TRACKING_AUTH is not descope", "export MLFLOW_TRACKING_AUTH=descope"],
+        ),
+        ("no credentials", ["FAIL", "no credentials", "mlflow-descope-auth login", "DESCOPE_ACCESS_KEY"]),
     ],
 )
 def test_doctor_explains_each_failure_in_one_line(
@@ -261,17 +270,34 @@ def test_doctor_explains_each_failure_in_one_line(
 ) -> None:
     emu = descope.emulator
     secrets: list[str] = []
+    # Every case but the one under test is a working setup: its one failure is the only FAIL line.
+    server = {"MLFLOW_TRACKING_URI": descope.url, "MLFLOW_TRACKING_AUTH": "descope"}
+    key = emu.access_key_for("reader")
     if case == "no project":
-        env = clean_env()
+        env = clean_env(**server)
     elif case == "bad value":
-        env = client_env(emu, DESCOPE_JWT_LEEWAY="soon")
+        env = client_env(emu, DESCOPE_JWT_LEEWAY="soon", **server)
     elif case == "unreachable":
-        env = clean_env(DESCOPE_PROJECT_ID=emu.project_id, DESCOPE_BASE_URI=f"http://127.0.0.1:{free_port()}")
+        env = clean_env(
+            DESCOPE_PROJECT_ID=emu.project_id, DESCOPE_BASE_URI=f"http://127.0.0.1:{free_port()}", **server
+        )
     elif case == "unknown project":
-        env = clean_env(DESCOPE_PROJECT_ID="P2notThisEmulatorsProject", DESCOPE_BASE_URI=emu.base_url)
+        env = clean_env(
+            DESCOPE_PROJECT_ID="P2notThisEmulatorsProject", DESCOPE_BASE_URI=emu.base_url, **server
+        )
     elif case == "bad access key":
         secrets.append("K2notAKeyThatExists000000000000")
-        env = client_env(emu, DESCOPE_ACCESS_KEY=secrets[-1])
+        env = client_env(emu, DESCOPE_ACCESS_KEY=secrets[-1], **server)
+    elif case == "no tracking uri":
+        env = client_env(emu, DESCOPE_ACCESS_KEY=key, MLFLOW_TRACKING_AUTH="descope")
+    elif case == "not a server":
+        env = client_env(
+            emu, DESCOPE_ACCESS_KEY=key, MLFLOW_TRACKING_AUTH="descope", MLFLOW_TRACKING_URI="./mlruns"
+        )
+    elif case == "auth unset":
+        env = client_env(emu, DESCOPE_ACCESS_KEY=key, MLFLOW_TRACKING_URI=descope.url)
+    elif case == "no credentials":
+        env = client_env(emu, **server)
     elif case == "server refuses":
         # A session the shell's project accepts but the server's does not.
         with Emulator() as other:
@@ -286,7 +312,7 @@ def test_doctor_explains_each_failure_in_one_line(
             "wrong project": other_project_token,
         }[case](emu)
         secrets.append(token)
-        env = client_env(emu, DESCOPE_SESSION_TOKEN=token)
+        env = client_env(emu, DESCOPE_SESSION_TOKEN=token, **server)
     if case != "server refuses":
         out = run("doctor", env=env)
     assert_user_error(out, *needles)
@@ -319,6 +345,24 @@ def test_token_json_from_a_refresh_token(descope: DescopeServer) -> None:
     payload = json.loads(out.stdout)
     identity = DescopeClient(emu.project_id, base_url=emu.base_url).validate_session(payload["sessionJwt"])
     assert payload["user"] == identity.username and payload["expiresAt"] == identity.expires_at
+
+
+def test_doctor_reports_the_servers_level_not_this_shells(descope: DescopeServer) -> None:
+    emu = descope.emulator
+    # This shell maps editor to READ; the server maps it to EDIT, and the server is what counts.
+    env = client_env(
+        emu,
+        DESCOPE_ACCESS_KEY=emu.access_key_for("editor"),
+        DESCOPE_ROLE_PERMISSIONS="editor=READ",
+        MLFLOW_TRACKING_URI=descope.url,
+        MLFLOW_TRACKING_AUTH="descope",
+    )
+    doctor = run("doctor", env=env)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    whoami = run("whoami", env=env)
+    assert f"MLflow        EDIT  (as the server {descope.url} maps it)" in whoami.stdout
+    assert "MLflow EDIT (as the server maps it)" in doctor.stdout
+    assert "READ" not in doctor.stdout.split("Checks:")[1]
 
 
 @pytest.mark.parametrize("command", ["token", "whoami"])

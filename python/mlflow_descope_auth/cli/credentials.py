@@ -16,7 +16,8 @@ import click
 import requests
 
 from mlflow_descope_auth._core import DescopeAuthError, SessionResult
-from mlflow_descope_auth.clients import get_client_session, get_descope_client
+from mlflow_descope_auth.client import stored_login
+from mlflow_descope_auth.clients import CREDENTIAL_VARIABLES, get_client_session, get_descope_client
 
 
 @contextmanager
@@ -76,14 +77,18 @@ def token(as_json: bool) -> None:
     )
 
 
+def level_text(who: Mapping[str, Any]) -> str:
+    if who.get("is_admin"):
+        return "admin (manages everything, including permissions)"
+    return str(who.get("permission"))
+
+
 def identity_lines(who: Mapping[str, Any], mapped_by: str) -> list[str]:
     tenants = ", ".join(
         f"{tid} (roles: {', '.join(t.get('roles', [])) or '-'})"
         for tid, t in (who.get("tenants") or {}).items()
     )
-    level = (
-        "admin (manages everything, including permissions)" if who.get("is_admin") else who.get("permission")
-    )
+    level = level_text(who)
     return [
         f"user          {who.get('username')}",
         f"user id       {who.get('user_id')}",
@@ -125,9 +130,13 @@ def whoami(as_json: bool) -> None:
     DESCOPE_REFRESH_TOKEN) belong to, and the MLflow permission they map to: as the server at
     MLFLOW_TRACKING_URI maps it when it runs the Descope plugin, else by this shell's settings."""
     env = os.environ
-    if not any(env.get(n) for n in ("DESCOPE_ACCESS_KEY", "DESCOPE_SESSION_TOKEN", "DESCOPE_REFRESH_TOKEN")):
+    stored = env.get("MLFLOW_TRACKING_URI", "").startswith("http") and stored_login.exists(
+        env["MLFLOW_TRACKING_URI"]
+    )
+    if not stored and not any(env.get(n) for n in CREDENTIAL_VARIABLES):
         raise click.ClickException(
-            "no credentials: set DESCOPE_ACCESS_KEY, or DESCOPE_SESSION_TOKEN (and DESCOPE_REFRESH_TOKEN)"
+            "no credentials: run `mlflow-descope-auth login`, or set DESCOPE_ACCESS_KEY, or "
+            "DESCOPE_SESSION_TOKEN (and DESCOPE_REFRESH_TOKEN)"
         )
     with user_errors():
         token, identity = get_client_session().token_and_identity()

@@ -20,12 +20,13 @@ from mlflow_descope_auth._core import (
     DescopeClient,
     DescopeUnreachableError,
     ExpiredTokenError,
-    Identity,
     Setting,
 )
-from mlflow_descope_auth.cli.credentials import expiry_text
+from mlflow_descope_auth.cli.credentials import expiry_text, level_text
 from mlflow_descope_auth.cli.plugins import plugin_statuses
 from mlflow_descope_auth.cli.progress import mask_secret, mask_url_password
+from mlflow_descope_auth.client import stored_login
+from mlflow_descope_auth.clients import CREDENTIAL_VARIABLES
 from mlflow_descope_auth.variables import VARIABLES
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -35,10 +36,6 @@ Status = Literal["ok", "warn", "FAIL"]
 class Check:
     status: Status
     text: str
-
-
-def _level(identity: Identity) -> str:
-    return "admin" if identity.is_admin else identity.permission
 
 
 def shown_value(setting: Setting, env: Mapping[str, str]) -> str:
@@ -62,10 +59,18 @@ def configuration_lines(env: Mapping[str, str]) -> list[str]:
 
 class Doctor:
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
         self.checks: list[Check] = []
         self.client: DescopeClient | None = None
         self.session_token: str | None = None
+        self.stored: stored_login.StoredLogin | None = None
+        uri = env.get("MLFLOW_TRACKING_URI", "")
+        if uri.startswith(("http://", "https://")) and not any(env.get(n) for n in CREDENTIAL_VARIABLES):
+            self.stored = stored_login.load(uri)
+        if self.stored is not None and not env.get("DESCOPE_PROJECT_ID"):
+            # As the client plugins do: the stored login names its project and Descope URL.
+            stored = {"DESCOPE_PROJECT_ID": self.stored.project_id, "DESCOPE_BASE_URI": self.stored.base_url}
+            env = {**env, **stored}
+        self.env = env
 
     def report(self, status: Status, text: str) -> None:
         self.checks.append(Check(status, text))
@@ -154,14 +159,17 @@ class Doctor:
         env = self.env
         access_key = env.get("DESCOPE_ACCESS_KEY")
         session, refresh = env.get("DESCOPE_SESSION_TOKEN"), env.get("DESCOPE_REFRESH_TOKEN")
-        if not (access_key or session or refresh):
+        if not (access_key or session or refresh or self.stored):
             self.report(
-                "ok",
-                "no client credentials set (a server needs none; a client script needs DESCOPE_ACCESS_KEY "
-                "or DESCOPE_SESSION_TOKEN)",
+                "FAIL",
+                "no credentials: run `mlflow-descope-auth login` (a person), or set DESCOPE_ACCESS_KEY "
+                "(CI, services) or DESCOPE_SESSION_TOKEN and DESCOPE_REFRESH_TOKEN",
             )
             return
         refresh_ok = False
+        if self.stored is not None:
+            self.stored_session()
+            return
         if refresh:
             try:
                 exp = self.client.validate_refresh_token(refresh)
@@ -175,7 +183,7 @@ class Doctor:
                 self.session_token = session
                 self.report(
                     "ok",
-                    f"DESCOPE_SESSION_TOKEN is valid: {identity.username}, MLflow {_level(identity)}, "
+                    f"DESCOPE_SESSION_TOKEN is valid: {identity.username}, "
                     f"expires {expiry_text(identity.expires_at)}",
                 )
             except ExpiredTokenError:
@@ -194,22 +202,48 @@ class Doctor:
                 result = self.client.exchange_access_key(access_key)
                 self.session_token = result.session_token
                 identity = result.identity
-                self.report(
-                    "ok",
-                    f"DESCOPE_ACCESS_KEY exchanges for a session of {identity.username} (MLflow "
-                    f"{_level(identity)})",
-                )
+                self.report("ok", f"DESCOPE_ACCESS_KEY exchanges for a session of {identity.username}")
             except DescopeAuthError as exc:
                 self.report("FAIL", f"DESCOPE_ACCESS_KEY: {exc}")
 
+    def stored_session(self) -> None:
+        """The session `mlflow-descope-auth login` stored, renewed as a script would renew it."""
+        from mlflow_descope_auth.client.stored_session import StoredSession
+
+        assert self.client is not None and self.stored is not None
+        uri = self.stored.tracking_uri
+        try:
+            token, identity = StoredSession(uri, self.client).token_and_identity()
+        except DescopeAuthError as exc:
+            self.report("FAIL", str(exc))
+            return
+        self.session_token = token
+        self.report(
+            "ok",
+            f"signed in to {uri} with `mlflow-descope-auth login` as {identity.username}, "
+            f"session expires {expiry_text(identity.expires_at)}",
+        )
+
     def tracking_server(self) -> None:
         uri = self.env.get("MLFLOW_TRACKING_URI", "")
+        if not uri:
+            self.report(
+                "FAIL",
+                "MLFLOW_TRACKING_URI is not set, so MLflow would log to local files, not to your server. "
+                "Fix: `export MLFLOW_TRACKING_URI=https://mlflow.example.com`",
+            )
+            return
         if not uri.startswith(("http://", "https://")):
+            self.report(
+                "FAIL",
+                f"MLFLOW_TRACKING_URI is {mask_url_password(uri)}, not the http(s) URL of an MLflow server "
+                "running the Descope plugin",
+            )
             return
         uri = uri.rstrip("/")
         if self.env.get("MLFLOW_TRACKING_AUTH") != "descope":
             self.report(
-                "warn",
+                "FAIL",
                 "MLFLOW_TRACKING_AUTH is not descope, so MLflow will not send the Descope session. "
                 "Fix: `export MLFLOW_TRACKING_AUTH=descope`",
             )
@@ -219,41 +253,52 @@ class Doctor:
             self.report("FAIL", f"the MLflow server {uri} cannot be reached ({type(exc).__name__})")
             return
         if health.status_code == 404:
-            self.report("warn", f"{uri} answers, but not as `mlflow server --app-name descope`")
-        elif health.status_code != 200:
+            self.report("FAIL", f"{uri} answers, but not as `mlflow server --app-name descope`")
+            return
+        if health.status_code != 200:
             self.report(
                 "warn", f"{uri}/auth/health answers {health.status_code}: the server cannot reach Descope"
             )
         else:
             self.report("ok", f"{uri} runs the Descope server plugin and reaches Descope")
-        if self.session_token is None:
-            return
+        if self.session_token is not None:
+            self.server_view(uri, self.session_token)
+
+    def server_view(self, uri: str, token: str) -> None:
+        """Who the server says this session is, and its level by the server's role mapping (this
+        shell's DESCOPE_ROLE_PERMISSIONS may differ, or be unset): what `whoami` shows too."""
         try:
-            resp = requests.get(
-                f"{uri}/api/2.0/mlflow/experiments/search",
-                params={"max_results": "1"},
-                headers={"Authorization": f"Bearer {self.session_token}"},
-                timeout=10,
-            )
+            resp = requests.get(f"{uri}/auth/user", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         except requests.RequestException as exc:
-            self.report("FAIL", f"{uri} did not answer an experiment search ({type(exc).__name__})")
+            self.report("FAIL", f"{uri} did not answer who this session is ({type(exc).__name__})")
             return
-        if resp.status_code == 200:
-            self.report("ok", f"{uri} accepts this session (searched experiments)")
-        elif resp.status_code == 401:
+        if resp.status_code == 401:
             self.report(
                 "FAIL",
                 f"{uri} refuses this session (401): the server and this shell probably use different "
                 "DESCOPE_PROJECT_ID / DESCOPE_BASE_URI",
             )
-        else:
-            self.report("warn", f"{uri} answered {resp.status_code} to an experiment search")
+            return
+        try:
+            who = resp.json()
+        except ValueError:
+            who = None
+        if resp.status_code != 200 or not isinstance(who, dict):
+            self.report("FAIL", f"{uri} answered {resp.status_code} when asked who this session is")
+            return
+        self.report(
+            "ok",
+            f"{uri} accepts this session: {who.get('username')}, MLflow {level_text(who)} "
+            "(as the server maps it)",
+        )
 
 
 @click.command("doctor")
 def doctor() -> None:
     """Check the configuration, reach Descope, validate DESCOPE_SESSION_TOKEN / DESCOPE_REFRESH_TOKEN /
-    DESCOPE_ACCESS_KEY, and check MLFLOW_TRACKING_URI's server; exit 1 on any failure."""
+    DESCOPE_ACCESS_KEY (or the session `login` stored), check that MLFLOW_TRACKING_URI's server runs
+    the plugin and accepts the session, and show the MLflow level the server gives it; exit 1 on any
+    failure (MLFLOW_TRACKING_URI or MLFLOW_TRACKING_AUTH unset included)."""
     env = dict(os.environ)
     click.echo("Configuration (secrets masked):")
     click.echo("\n".join(configuration_lines(env)))
