@@ -3,6 +3,7 @@ into the identity (and MLflow permission) the server will see."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -17,6 +18,7 @@ import requests
 
 from mlflow_descope_auth._core import DescopeAuthError, SessionResult
 from mlflow_descope_auth.client import stored_login
+from mlflow_descope_auth.client.errors import diagnose
 from mlflow_descope_auth.clients import CREDENTIAL_VARIABLES, get_client_session, get_descope_client
 
 
@@ -26,7 +28,11 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DescopeAuthError as exc:
-        raise click.ClickException(str(exc)) from None
+        client = None
+        if os.environ.get("DESCOPE_PROJECT_ID"):
+            with contextlib.suppress(DescopeAuthError):
+                client = get_descope_client()
+        raise click.ClickException(str(diagnose(exc, client))) from None
 
 
 def expiry_text(expires_at: int) -> str:

@@ -9,6 +9,7 @@ retry. The token goes only to the tracking (and registry) server's host and to h
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from typing import Any
@@ -19,7 +20,9 @@ from mlflow.tracking import get_tracking_uri
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.auth import AuthBase
 
-from mlflow_descope_auth.clients import get_client_session
+from mlflow_descope_auth._core import DescopeAuthError, DescopeClient
+from mlflow_descope_auth.client.errors import diagnose, install_excepthook
+from mlflow_descope_auth.clients import get_client_session, get_descope_client
 from mlflow_descope_auth.mlflow_internals import registry_uri_set_in_process, tracking_uri_set_in_process
 
 _log = logging.getLogger(__name__)
@@ -95,6 +98,53 @@ def _warn_not_allowed(origin: tuple[str, int] | None) -> None:
     )
 
 
+def _diagnosis_client() -> DescopeClient | None:
+    if not os.environ.get("DESCOPE_PROJECT_ID"):
+        return None
+    try:
+        return get_descope_client()
+    except DescopeAuthError:
+        return None
+
+
+def explained(exc: DescopeAuthError) -> DescopeAuthError:
+    """The error to raise for ``exc``, found out once a session could not be had: it then ends the
+    script in one line (``errors.install_excepthook``), naming what to fix."""
+    install_excepthook()
+    return diagnose(exc, _diagnosis_client())
+
+
+def _explain_unsent_401(response: requests.Response, **kwargs: Any) -> requests.Response:
+    """A 401 to a request that went without the session because its host is not the tracking server:
+    the server's "sign in" alone would not tell the user that the fix is on their side."""
+    if response.status_code != 401:
+        return response
+    origin = _origin(response.request.url or "")
+    where = f"{origin[0]}:{origin[1]}" if origin else "this server"
+    hint = (
+        f"the Descope session was not sent to {where} because it is not the MLflow tracking server: "
+        f"set MLFLOW_TRACKING_URI (or call mlflow.set_tracking_uri) to "
+        f"{_base_url(response.request.url or '')}, or add {where} to DESCOPE_ALLOWED_HOSTS"
+    )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"error_code": "UNAUTHENTICATED"}
+    server_says = body.get("message")
+    body["message"] = f"{server_says} ({hint})" if isinstance(server_says, str) and server_says else hint
+    response._content = json.dumps(body).encode()
+    response.headers["Content-Type"] = "application/json"
+    response.headers.pop("Content-Length", None)
+    return response
+
+
+def _base_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class DescopeAuth(AuthBase):
     """A ``requests`` auth hook: adds the Bearer token and retries once after a 401."""
 
@@ -102,8 +152,12 @@ class DescopeAuth(AuthBase):
         origin = _origin(request.url or "")
         if origin is None or origin not in _allowed_origins():
             _warn_not_allowed(origin)
+            request.register_hook("response", _explain_unsent_401)
             return request
-        token = get_client_session().token()
+        try:
+            token = get_client_session().token()
+        except DescopeAuthError as exc:
+            raise explained(exc) from None
         request.headers["Authorization"] = f"Bearer {token}"
         body_position = _body_position(request)
         request.register_hook("response", _RetryOnce(token, body_position))
@@ -140,7 +194,10 @@ class _RetryOnce:
             if seek is None or self.body_position is None:
                 return response
             seek(self.body_position)
-        new_token = get_client_session().renew_after_rejection(self.token)
+        try:
+            new_token = get_client_session().renew_after_rejection(self.token)
+        except DescopeAuthError as exc:
+            raise explained(exc) from None
         retry = request.copy()
         retry.headers["Authorization"] = f"Bearer {new_token}"
         response.content  # noqa: B018  (drain, so the connection can be reused)
@@ -163,4 +220,6 @@ class DescopeAuthProvider(RequestAuthProvider):
         return "descope"
 
     def get_auth(self) -> DescopeAuth:
+        # MLflow asks only the provider MLFLOW_TRACKING_AUTH names: this process uses Descope.
+        install_excepthook()
         return self._auth

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from mlflow_descope_auth._core import Identity
+from mlflow_descope_auth._core import DescopeAuthError, Identity
 from mlflow_descope_auth.client.identity_fields import identity_fields
 from mlflow_descope_auth.clients import descope_configured, get_client_session
 
@@ -47,8 +47,13 @@ class DescopeHeaderProvider(RequestHeaderProvider):
         return descope_configured()
 
     def request_headers(self) -> dict[str, str]:
-        session = get_client_session()
-        token = session.token()
+        try:
+            session = get_client_session()
+            token = session.token()
+        except DescopeAuthError:
+            # The auth plugin reports it, in one line that says what to fix; MLflow would log this
+            # one as an "unexpected error" first.
+            return {}
         if token != self._token:
             self._headers = identity_headers(session.identity())
             self._token = token

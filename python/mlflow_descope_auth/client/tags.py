@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
+from mlflow_descope_auth._core import DescopeAuthError
 from mlflow_descope_auth.client.identity_fields import identity_fields
 from mlflow_descope_auth.clients import descope_configured, get_client_session
 
@@ -17,5 +18,8 @@ class DescopeRunContextProvider(RunContextProvider):
         return descope_configured()
 
     def tags(self) -> dict[str, str]:
-        identity = get_client_session().identity()
+        try:
+            identity = get_client_session().identity()
+        except DescopeAuthError:
+            return {}  # the auth plugin reports it, in one line that says what to fix
         return {TAG_PREFIX + k: v for k, v in identity_fields(identity).items()}
