@@ -202,7 +202,7 @@ def test_nothing_is_added_when_descope_is_not_configured(proxy: RecordingProxy) 
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({}, "DESCOPE_PROJECT_ID"),
+        ({}, "mlflow-descope-auth login"),
         ({"DESCOPE_PROJECT_ID": "P2x"}, "DESCOPE_ACCESS_KEY"),
         (
             {"DESCOPE_PROJECT_ID": "P2x", "DESCOPE_DEFAULT_PERMISSION": "GOD", "DESCOPE_ACCESS_KEY": "K"},
