@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from .descope_server import DescopeServer
 
-ROUTES = ["/auth/login", "/auth/session", "/auth/logout", "/auth/user", "/auth/health", "/auth/static/x.js"]
+ROUTES = [
+    "/auth/login",
+    "/auth/session",
+    "/auth/logout",
+    "/auth/user",
+    "/auth/health",
+    "/auth/static/x.js",
+    "/auth/cli/token",
+]
 # The same gate guards MLflow's routes, and MLflow's authorization function reads the cookies again.
 GUARDED = ["/api/2.0/mlflow/experiments/search", "/ajax-api/2.0/mlflow/runs/create", "/"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]

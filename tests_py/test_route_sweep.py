@@ -39,7 +39,9 @@ from .mlflow_routes import WEBSOCKET, Enumeration, Route, enumerate_routes
 from .servers import free_port, server_process
 
 # What the gate lets through without a session (see the README and gate.py).
-PUBLIC_PATHS = frozenset({"/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout"})
+PUBLIC_PATHS = frozenset(
+    {"/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout", "/auth/cli/token"}
+)
 PUBLIC_PREFIXES = ("/auth/static/",)
 # The only one of them that is an MLflow route: everything else public is served by the gate itself.
 MLFLOW_PUBLIC_ROUTES = frozenset({"/health"})

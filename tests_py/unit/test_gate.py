@@ -98,7 +98,15 @@ def assert_cleared(verdict_or_headers: list[tuple[str, str]]) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/health", "/auth/health", "/auth/login", "/auth/session", "/auth/logout", "/auth/static/login.js"],
+    [
+        "/health",
+        "/auth/health",
+        "/auth/login",
+        "/auth/session",
+        "/auth/logout",
+        "/auth/cli/token",
+        "/auth/static/login.js",
+    ],
 )
 def test_public_paths_pass_without_credentials_and_lose_spoofed_headers(gate: Gate, path: str) -> None:
     verdict = gate.check(unit_request("GET", path, headers=SPOOFED))
