@@ -177,6 +177,52 @@ def test_a_stored_session_that_expired_is_renewed_and_written_back(
     assert identity.email == "editor@example.com"
 
 
+def test_a_notebook_uses_the_stored_session_for_the_uri_it_sets(
+    descope: DescopeServer, tmp_path: Path
+) -> None:
+    """The README's notebook cell, in IPython: the tracking URI set in the notebook, not the shell."""
+    emu = descope.emulator
+    config = tmp_path / "config"
+    os.environ["XDG_CONFIG_HOME"] = str(config)
+    try:
+        stored_login.save(
+            stored_login.StoredLogin(
+                tracking_uri=descope.url + "/",  # spelled differently from the notebook's: one server
+                project_id=emu.project_id,
+                base_url=emu.base_url,
+                session_token=emu.login("editor")["sessionJwt"],
+                refresh_token=None,
+                user="editor",
+            )
+        )
+    finally:
+        del os.environ["XDG_CONFIG_HOME"]
+    cell = textwrap.dedent(
+        f"""
+        import os
+        os.environ["MLFLOW_TRACKING_AUTH"] = "descope"
+        import mlflow
+        mlflow.set_tracking_uri("{descope.url}")
+        mlflow.set_experiment("from-a-notebook")
+        with mlflow.start_run() as run:
+            mlflow.log_param("where", "notebook")
+        print("RUN", run.info.run_id)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "-c", cell],
+        capture_output=True, text=True, timeout=180, env=user_env(config), cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_id = out.stdout.split("RUN", 1)[1].split()[0]
+    assert (
+        run_user(descope, run_id)
+        == DescopeClient(emu.project_id, base_url=emu.base_url)
+        .exchange_access_key(emu.access_key_for("editor"))
+        .identity.username
+    )
+
+
 # -- the hand-off's refusals ---------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,6 +90,7 @@ def exists(tracking_uri: str) -> bool:
 
 
 def save(login: StoredLogin) -> Path:
+    login = replace(login, tracking_uri=normalize_uri(login.tracking_uri))
     directory = _private_dir()
     path = session_path(login.tracking_uri)
     temp = directory / f".{path.name}.{os.getpid()}-{threading.get_ident()}"
