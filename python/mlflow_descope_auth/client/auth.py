@@ -130,8 +130,8 @@ def _explain_unsent_401(response: requests.Response, **kwargs: Any) -> requests.
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict):
-        body = {"error_code": "UNAUTHENTICATED"}
+    if not isinstance(body, dict) or "error_code" not in body:
+        return response  # not an MLflow server's answer (an artifact store's, say): left as it is
     server_says = body.get("message")
     body["message"] = f"{server_says} ({hint})" if isinstance(server_says, str) and server_says else hint
     response._content = json.dumps(body).encode()
