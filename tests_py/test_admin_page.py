@@ -23,6 +23,7 @@ ADMIN_PAGE_JS = (
     Path(__file__).resolve().parent.parent / "python/mlflow_descope_auth/server/static/admin-page.js"
 )
 GRANT = "/api/3.0/mlflow/users/permissions/grant"
+ROLE_GRANT = "/api/3.0/mlflow/roles/permissions/add"
 UI_TIMEOUT_MS = 60_000
 
 
@@ -140,9 +141,18 @@ def test_the_bootstrap_admin_cannot_be_viewed_or_changed(server: DescopeServer) 
         (
             "POST",
             GRANT,
-            {"username": BOOTSTRAP_ADMIN, "resource_type": "experiment", "resource_id": exp, "permission": "READ"},
+            {
+                "username": BOOTSTRAP_ADMIN,
+                "resource_type": "experiment",
+                "resource_id": exp,
+                "permission": "READ",
+            },
         ),
-        ("POST", "/api/3.0/mlflow/roles/assign", {"username": BOOTSTRAP_ADMIN, "role_id": own_role.json()["role"]["id"]}),
+        (
+            "POST",
+            "/api/3.0/mlflow/roles/assign",
+            {"username": BOOTSTRAP_ADMIN, "role_id": own_role.json()["role"]["id"]},
+        ),
     ]
     for method, path, body in calls:
         resp = server.api(method, path, "admin", json=body)
@@ -152,7 +162,8 @@ def test_the_bootstrap_admin_cannot_be_viewed_or_changed(server: DescopeServer) 
     assert BOOTSTRAP_ADMIN in users_in_the_auth_db(server)
     with sqlite3.connect(server.workdir / "auth.db") as db:
         assigned = db.execute(
-            "SELECT COUNT(*) FROM user_role_assignments a JOIN users u ON u.id = a.user_id WHERE u.username = ?",
+            "SELECT COUNT(*) FROM user_role_assignments a JOIN users u ON u.id = a.user_id "
+            "WHERE u.username = ?",
             (BOOTSTRAP_ADMIN,),
         ).fetchone()[0]
     assert assigned == 0
@@ -172,10 +183,19 @@ def test_the_descope_baseline_roles_cannot_be_changed_here(server: DescopeServer
         (
             "POST",
             "/api/3.0/mlflow/roles/permissions/add",
-            {"role_id": edit_role, "resource_type": "experiment", "resource_pattern": "1", "permission": "MANAGE"},
+            {
+                "role_id": edit_role,
+                "resource_type": "experiment",
+                "resource_pattern": "1",
+                "permission": "MANAGE",
+            },
         ),
         ("DELETE", "/api/3.0/mlflow/roles/permissions/remove", {"role_permission_id": grant_id}),
-        ("PATCH", "/api/3.0/mlflow/roles/permissions/update", {"role_permission_id": grant_id, "permission": "MANAGE"}),
+        (
+            "PATCH",
+            "/api/3.0/mlflow/roles/permissions/update",
+            {"role_permission_id": grant_id, "permission": "MANAGE"},
+        ),
     ]
     for method, path, body in calls:
         resp = server.api(method, path, "admin", json=body)
@@ -195,20 +215,23 @@ def test_an_admin_grants_edit_on_one_experiment_and_uses_roles_of_their_own(serv
     granted, other, via_role = experiment(server), experiment(server), experiment(server)
     assert set_tag(server, "reader", granted) == 403
     grant = {"username": reader, "resource_type": "experiment", "resource_id": granted}
-    ok = server.api("POST", GRANT.replace("/api/", "/ajax-api/"), "admin", json={**grant, "permission": "EDIT"})
+    ok = server.api(
+        "POST", GRANT.replace("/api/", "/ajax-api/"), "admin", json={**grant, "permission": "EDIT"}
+    )
     assert ok.status_code == 200, ok.text
     team = server.api(
         "POST", "/api/3.0/mlflow/roles/create", "admin", json={"name": unique("team"), "workspace": "default"}
     )
     assert team.status_code == 200, team.text
-    assignment = {"username": reader, "role_id": team.json()["role"]["id"]}
+    team_id = team.json()["role"]["id"]
+    assignment = {"username": reader, "role_id": team_id}
     try:
         assert set_tag(server, "reader", granted) == 200
         assert set_tag(server, "reader", other) == 403
 
-        add = {**assignment, "resource_type": "experiment", "resource_pattern": via_role, "permission": "EDIT"}
-        del add["username"]
-        assert server.api("POST", "/api/3.0/mlflow/roles/permissions/add", "admin", json=add).status_code == 200
+        add = {"role_id": team_id, "resource_type": "experiment", "resource_pattern": via_role}
+        added = server.api("POST", ROLE_GRANT, "admin", json={**add, "permission": "EDIT"})
+        assert added.status_code == 200, added.text
         assert server.api("POST", "/api/3.0/mlflow/roles/assign", "admin", json=assignment).status_code == 200
         assert set_tag(server, "reader", via_role) == 200
         assert listed(server, "admin")[reader]["descope_access"]["level"] == "READ"  # still from Descope
@@ -322,16 +345,18 @@ def test_an_admin_grants_edit_on_an_experiment_with_edit_access(
     expect(dialog.get_by_text("Direct permissions", exact=True)).to_be_visible()
     expect(dialog.get_by_text("Admin status", exact=True)).to_be_hidden()  # Descope roles decide who is admin
     dialog.get_by_role("combobox", name="Experiment").click()
-    page.get_by_role("option", name=name).click()
-    page.keyboard.press("Escape")
+    page.get_by_role("option", name=name).click()  # "<name> (<id>)"; the list closes itself
     dialog.locator('[data-component-id="admin.direct_permission.permission_level"]').click()
     page.get_by_role("option", name="EDIT", exact=True).click()
     dialog.get_by_role("button", name="Add", exact=True).click()
     screenshot(page, "admin-page-edit-access")
     dialog.get_by_role("button", name="Review changes").click()
-    dialog.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_contain_text(f"experiment:{exp} → EDIT")
+    dialog.get_by_role("button", name="Apply changes").click()
     expect(dialog).to_be_hidden()
     page.get_by_role("tab", name="Permissions").click()
-    expect(page.get_by_role("row").filter(has_text=exp)).to_contain_text("EDIT")
+    expect(page.get_by_role("row").filter(has_text="EDIT")).to_contain_text(exp)
     screenshot(page, "admin-page-granted")
     assert set_tag(server, "reader", exp) == 200
+    revoke = {"username": reader, "resource_type": "experiment", "resource_id": exp}
+    assert server.api("POST", GRANT.replace("grant", "revoke"), "admin", json=revoke).status_code == 200

@@ -21,6 +21,7 @@ Creating users, the admin switch and passwords are refused before MLflow sees th
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -120,7 +121,9 @@ class AdminPage:
         body = response.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("users"), list):
             return response
-        users = [u for u in body["users"] if not (isinstance(u, dict) and u.get("username") == BOOTSTRAP_ADMIN)]
+        users = [
+            u for u in body["users"] if not (isinstance(u, dict) and u.get("username") == BOOTSTRAP_ADMIN)
+        ]
         # What a user's Descope roles give them is an admin's business, like their grants.
         if authz.verified_admin():
             users = [{**u, "descope_access": self.access(u)} if isinstance(u, dict) else u for u in users]
@@ -138,7 +141,9 @@ class AdminPage:
                 "default": False,
                 "summary": f"Admin: everything (Descope role {_either(self.admin_roles)})",
             }
-        roles = user.get("roles") if isinstance(user.get("roles"), list) else []
+        roles = user.get("roles")
+        if not isinstance(roles, list):
+            roles = []
         held = [
             str(r["name"])[len(authz.BASELINE_ROLE_PREFIX) :]
             for r in roles
@@ -181,10 +186,8 @@ def _params(values: list[Any]) -> set[str]:
 def _ids(values: list[Any]) -> list[int]:
     ids = []
     for value in values:
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # MLflow answers a malformed id itself
             ids.append(int(value))
-        except (TypeError, ValueError):
-            pass  # MLflow answers a malformed id itself
     return ids
 
 
