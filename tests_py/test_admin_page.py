@@ -321,6 +321,11 @@ def test_the_admin_page_shows_descope_users_as_they_are(server: DescopeServer, a
     expect(page.get_by_role("link", name="descope-baseline-EDIT")).to_be_visible()
     screenshot(page, "admin-page-roles")
 
+    page.goto(server.url + f"/#/admin/roles/{role_id(server, 'descope-baseline-EDIT')}")
+    expect(page.get_by_role("note")).to_contain_text("Managed by mlflow-descope-auth")
+    expect(page.get_by_role("button", name="Edit role")).to_be_hidden()
+    screenshot(page, "admin-page-baseline-role")
+
     page.goto(server.url + f"/#/admin/users/{reader}")
     expect(page.get_by_role("note")).to_contain_text(
         "From Descope: READ everywhere (Descope role 'reader', or the default for everyone)"

@@ -7,7 +7,8 @@
 //   columns would show nothing for someone who can read everything. The server adds it to the user
 //   list it returns to admins (`descope_access`); this script only shows it.
 // - A user's page says the same above MLflow's "Roles" and "Permissions".
-// - The Roles tab says that these are MLflow's roles, not Descope's.
+// - The Roles tab says that these are MLflow's roles, not Descope's; a descope-baseline-* role's
+//   page has no "Edit role" (the server refuses such edits) and says why.
 //
 // MLflow renders the page with React: the script re-applies its changes whenever the page changes
 // (each change is marked, so applying twice changes nothing).
@@ -25,16 +26,24 @@
     "at each user's sign-in and not editable here). Use these roles, or a user's 'Edit access', " +
     "to give people more on specific experiments, models or prompts.";
 
+  const BASELINE_PREFIX = "descope-baseline-";
+  const BASELINE_PAGE = "data-descope-baseline-role"; // on <html> while such a role's page shows
+  const BASELINE_NOTE =
+    "Managed by mlflow-descope-auth: each user holds the role their Descope roles map to. " +
+    "It cannot be edited or assigned here.";
+
   let accessByUser = null; // username -> descope_access, from the last user list read
   let stale = true; // read the list again: a new admin view (grants or sign-ins since)
   let loading = null;
 
-  // Hidden by a style sheet, not per element: React may replace the element at any render.
-  // The "Admin status" section of "Edit access" is the switch's grandparent (MLflow 3.17/3.18).
+  // Hidden by a style sheet, not per element: React may replace the element at any render. The
+  // selectors outrank the design system's own `display: ... !important` class rules, whichever
+  // sheet comes last. The "Admin status" section of "Edit access" is the switch's grandparent.
   const STYLE =
-    '[data-component-id="admin.users.create_button"],' +
-    'div:has(> div > [data-component-id="admin.edit_access_modal.is_admin"])' +
-    "{display:none !important}";
+    'html body [data-component-id="admin.users.create_button"],' +
+    'html body div:has(> div > [data-component-id="admin.edit_access_modal.is_admin"])' +
+    "{display:none !important}" +
+    `html[${BASELINE_PAGE}] body [data-component-id="admin.role.edit_button"]{display:none !important}`;
 
   const byComponent = (id) => document.querySelectorAll(`[data-component-id="${id}"]`);
   const onAdminPage = () => location.hash.startsWith("#/admin");
@@ -139,6 +148,38 @@
     placeBetween(create, header, note(ROLES_NOTE, "roles-note"));
   }
 
+  // A descope-baseline-* role's own page: no "Edit role" (the server refuses the edit), and why.
+  let baselineRoles = new Map(); // role id -> whether it is a descope-baseline-* role
+  function rolePage() {
+    document.documentElement.removeAttribute(BASELINE_PAGE);
+    const match = location.hash.match(/^#\/admin\/roles\/(\d+)/);
+    const edit = byComponent("admin.role.edit_button")[0];
+    if (!match || !edit) return;
+    const id = match[1];
+    if (!baselineRoles.has(id)) {
+      baselineRoles.set(id, false);
+      fetch(new URL(`ajax-api/3.0/mlflow/roles/get?role_id=${id}`, document.baseURI), {
+        credentials: "same-origin",
+      })
+        .then((response) => (response.ok ? response.json() : {}))
+        .then((body) => {
+          const name = (body.role && body.role.name) || "";
+          baselineRoles.set(id, name.startsWith(BASELINE_PREFIX));
+          schedule();
+        })
+        .catch(() => {});
+      return;
+    }
+    const existing = document.querySelector(`[${MARK}="baseline-note"]`);
+    if (!baselineRoles.get(id)) {
+      if (existing) existing.remove();
+      return;
+    }
+    document.documentElement.setAttribute(BASELINE_PAGE, "");
+    const tabs = byComponent("admin.role_detail.tabs")[0];
+    if (!existing && tabs) placeBetween(edit, tabs, note(BASELINE_NOTE, "baseline-note"));
+  }
+
   function apply() {
     if (!onAdminPage()) return;
     if (!document.querySelector(`style[${MARK}]`)) {
@@ -154,6 +195,7 @@
     userTable();
     userDetail();
     rolesTab();
+    rolePage();
   }
 
   let pending = false;
