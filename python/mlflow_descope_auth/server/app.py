@@ -34,6 +34,9 @@ def create_app() -> Any:
     from mlflow.server.auth import create_app as create_mlflow_auth_app
 
     inner = create_mlflow_auth_app(flask_app)
+    from mlflow_descope_auth.server.admin_page import AdminPage
+
+    AdminPage(client).install(flask_app)
     from mlflow_descope_auth.server import permission_lookups
 
     permission_lookups.install(authz.verified_admin)
