@@ -176,8 +176,11 @@ def test_people_appear_by_name_where_mlflow_shows_their_user_ids(
     expect(page.get_by_role("heading", name=run_name)).to_be_visible()
     created_by = page.get_by_title(editor_id)
     expect(created_by.first).to_have_text("Eddie Editor")
-    account = page.get_by_role("button", name=f"Account menu for {reader_id}")
+    # The account button: its text, its avatar's letter and its label.
+    account = page.get_by_role("button", name="Account menu for Rita Reader")
     expect(account).to_contain_text("Rita Reader")
+    expect(account.locator("abbr")).to_have_attribute("title", f"Rita Reader ({reader_id})")
+    expect(account.locator("abbr")).to_have_text("R")
     expect(page.get_by_text(editor_id, exact=True)).to_have_count(0)
     screenshot(page, "17-names-on-the-run-page")
 

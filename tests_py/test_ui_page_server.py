@@ -33,12 +33,16 @@ def server(
     request: pytest.FixtureRequest, emu: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DescopeServer]:
     workdir: Path = tmp_path_factory.mktemp(f"ui-page-{request.param}")
-    args = ("--workers", "1") if request.param == "uvicorn" else ("--gunicorn-opts", "--workers 1 --timeout 60")
+    args = (
+        ("--workers", "1") if request.param == "uvicorn" else ("--gunicorn-opts", "--workers 1 --timeout 60")
+    )
     with descope_server(emu, workdir, extra_args=args) as s:
         yield s
 
 
-def test_the_ui_page_carries_our_script_is_never_cached_and_is_always_sent_whole(server: DescopeServer) -> None:
+def test_the_ui_page_carries_our_script_is_never_cached_and_is_always_sent_whole(
+    server: DescopeServer,
+) -> None:
     page = server.api("GET", "/", "reader")
     assert page.status_code == 200, page.text
     assert SCRIPT_TAG.search(page.content), page.text
@@ -47,14 +51,19 @@ def test_the_ui_page_carries_our_script_is_never_cached_and_is_always_sent_whole
     assert "ETag" not in page.headers and "Last-Modified" not in page.headers
     # A browser's revalidation or byte range still gets the whole page, with the script.
     again = server.api(
-        "GET", "/", "reader", headers={"If-None-Match": '"anything"', "If-Modified-Since": page.headers["Date"]}
+        "GET",
+        "/",
+        "reader",
+        headers={"If-None-Match": '"anything"', "If-Modified-Since": page.headers["Date"]},
     )
     assert again.status_code == 200 and SCRIPT_TAG.search(again.content)
     ranged = server.api("GET", "/", "reader", headers={"Range": "bytes=0-10"})
     assert ranged.status_code == 200 and SCRIPT_TAG.search(ranged.content)
 
 
-def test_the_script_is_served_without_a_session_and_the_ui_build_stays_cacheable(server: DescopeServer) -> None:
+def test_the_script_is_served_without_a_session_and_the_ui_build_stays_cacheable(
+    server: DescopeServer,
+) -> None:
     script = requests.get(server.url + "/auth/static/mlflow-ui.js", timeout=30)
     assert script.status_code == 200
     assert script.headers["Content-Type"].startswith("text/javascript")
@@ -122,7 +131,9 @@ def test_a_401_speaks_to_a_person_in_a_browser_and_to_a_developer_elsewhere(
     assert client.json()["error_code"] == "UNAUTHENTICATED"
     assert "Authorization: Bearer" in client.json()["message"]
     expired_bearer = requests.get(
-        path, headers={"Authorization": f"Bearer {expired_session(emu, 'reader')}", **BROWSER_FETCH}, timeout=30
+        path,
+        headers={"Authorization": f"Bearer {expired_session(emu, 'reader')}", **BROWSER_FETCH},
+        timeout=30,
     )
     assert expired_bearer.status_code == 401
     assert "expired" in expired_bearer.json()["message"]
@@ -133,3 +144,18 @@ def test_the_login_footer_tells_the_truth_about_plain_http(server: DescopeServer
     page = requests.get(server.url + "/auth/login", timeout=30)
     assert "plain HTTP" in page.text
     assert "only over HTTPS" not in page.text
+
+
+def test_names_of_users_seen_are_given_to_signed_in_users_only(server: DescopeServer, emu: Emulator) -> None:
+    editor_id = emu.session_claims("editor")["sub"]
+    # The editor's request through MLflow remembers the name the token carries.
+    seen = server.api("GET", "/api/2.0/mlflow/experiments/search", "editor", params={"max_results": 1})
+    assert seen.status_code == 200, seen.text
+    names = server.api(
+        "GET", "/auth/names", "reader", params={"ids": f"{editor_id},U2nobodyKnownHere000000000"}
+    )
+    assert names.status_code == 200, names.text
+    assert names.json() == {editor_id: "Eddie Editor"}
+    assert names.headers["Cache-Control"] == "no-store"
+    anonymous = requests.get(server.url + "/auth/names", params={"ids": editor_id}, timeout=30)
+    assert anonymous.status_code == 401

@@ -154,9 +154,29 @@
     return id;
   };
 
+  // MLflow's avatar: the id's first letter in an <abbr title="id">; and the account button's label.
+  const ACCOUNT_LABEL = "Account menu for ";
+  const userIdOf = (element) => {
+    if (element.tagName === "ABBR" && USER_ID.test(element.title)) return element.title;
+    const label = element.getAttribute("aria-label") || "";
+    if (label.startsWith(ACCOUNT_LABEL) && USER_ID.test(label.slice(ACCOUNT_LABEL.length))) {
+      return label.slice(ACCOUNT_LABEL.length);
+    }
+    return null;
+  };
+
   const showName = (node, id) => {
     const name = names.get(id);
     if (!name) return;
+    if (node.nodeType === Node.ELEMENT_NODE) {
+      if (node.tagName === "ABBR") {
+        node.textContent = name.charAt(0).toUpperCase();
+        node.title = `${name} (${id})`;
+      } else {
+        node.setAttribute("aria-label", ACCOUNT_LABEL + name);
+      }
+      return;
+    }
     node.nodeValue = node.nodeValue.replace(id, name);
     const parent = node.parentElement;
     if (parent && !parent.hasAttribute("title")) parent.setAttribute("title", id);
@@ -180,7 +200,8 @@
       asking.delete(id);
       names.set(id, typeof found[id] === "string" ? found[id] : null);
       for (const node of waiting.get(id) || []) {
-        if (node.isConnected && userIdIn(node) === id) showName(node, id);
+        const still = node.nodeType === Node.ELEMENT_NODE ? userIdOf(node) : userIdIn(node);
+        if (node.isConnected && still === id) showName(node, id);
       }
       waiting.delete(id);
     }
@@ -192,7 +213,7 @@
   };
 
   const visit = (node) => {
-    const id = userIdIn(node);
+    const id = node.nodeType === Node.ELEMENT_NODE ? userIdOf(node) : userIdIn(node);
     if (!id) return;
     if (names.has(id)) {
       showName(node, id);
@@ -209,6 +230,8 @@
     } else if (root.nodeType === Node.ELEMENT_NODE) {
       const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
       while (walker.nextNode()) visit(walker.currentNode);
+      if (root.matches("abbr[title], [aria-label]")) visit(root);
+      root.querySelectorAll(`abbr[title], [aria-label^="${ACCOUNT_LABEL}"]`).forEach(visit);
     }
   };
 
