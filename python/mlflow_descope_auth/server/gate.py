@@ -82,10 +82,7 @@ def from_browser(req: Request) -> bool:
 # first); API clients get the precise reason instead.
 PERSON_SIGNED_OUT = "You are not signed in. Reload the page to sign in."
 PERSON_SESSION_ENDED = "Your session has ended. Reload the page to sign in again."
-PERSON_CANNOT_RENEW = (
-    "Your session has ended, and it cannot be renewed right now because Descope cannot be reached. "
-    "Try again in a moment."
-)
+PERSON_CANNOT_RENEW = "Your session has ended and cannot be renewed right now: try again in a moment."
 
 
 def is_navigation(req: Request) -> bool:

@@ -531,12 +531,12 @@ class RoutePolicy:
             return error(
                 403,
                 "PERMISSION_DENIED",
-                f"your Descope roles give you {level} access, and creating needs EDIT: "
-                "ask an MLflow admin for a role that gives EDIT",
+                f"your roles give you {level} access, and creating needs EDIT: "
+                "ask an admin of this server for a role that gives EDIT",
             ), target
         if access is Access.UNCLASSIFIED:
             _warn_unclassified(method, template)
-        return error(403, "PERMISSION_DENIED", "only an MLflow admin may do this"), target
+        return error(403, "PERMISSION_DENIED", "only an admin of this server may do this"), target
 
 
 LEVELS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
