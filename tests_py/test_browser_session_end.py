@@ -100,6 +100,7 @@ def test_a_session_that_ends_with_the_tab_open_goes_to_login_and_back_to_the_sam
     page = context.new_page()
     sign_in(page, server.url, "Rita Reader", start=run_page)
     expect(page.get_by_role("heading", name=run_name)).to_be_visible()
+    expect(page.get_by_title(emu.session_claims("admin")["sub"]).first).to_have_text("Ada Admin")
     screenshot(page, "ui-01-run-open")
 
     end_session(context, emu, server, "reader")
@@ -115,6 +116,7 @@ def test_a_session_that_ends_with_the_tab_open_goes_to_login_and_back_to_the_sam
     page.wait_for_url(lambda url: "/auth/" not in url)
     assert "/#" + urlsplit(page.url).fragment == next_path
     expect(page.get_by_role("heading", name=run_name)).to_be_visible()
+    expect(page.get_by_text("No Artifacts Recorded")).to_be_visible()
     screenshot(page, "ui-03-signed-in-again-same-view")
 
 

@@ -527,12 +527,12 @@ class RoutePolicy:
         if access is Access.CREATE:
             if LEVELS.index(identity.permission) >= LEVELS.index("EDIT"):
                 return None, target
-            level = identity.permission.replace("_", " ").lower()
+            level = "no" if identity.permission == "NO_PERMISSIONS" else identity.permission
             return error(
                 403,
                 "PERMISSION_DENIED",
-                f"your roles give you {level} access, and creating needs EDIT: "
-                "ask an admin of this server for a role that gives EDIT",
+                f"Your roles give you {level} access, and creating needs EDIT: "
+                "ask an admin of this server for a role that gives EDIT.",
             ), target
         if access is Access.UNCLASSIFIED:
             _warn_unclassified(method, template)
