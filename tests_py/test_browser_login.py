@@ -216,4 +216,6 @@ def test_login_works_under_a_static_prefix_behind_a_reverse_proxy(
     # Everything went through the proxy under the prefix, the login page's own assets included.
     paths = [r.path for r in proxy.requests]
     assert "/mlflow/auth/static/login.js" in paths
+    # MLflow's page asked for our script under the prefix too.
+    assert any(p.startswith("/mlflow/auth/static/mlflow-ui.js") for p in paths), paths
     assert all(p.startswith("/mlflow/") for p in paths), [p for p in paths if not p.startswith("/mlflow/")]

@@ -36,7 +36,7 @@ _LOOKUP = "SELECT username, display_name FROM descope_auth_display_names WHERE u
 _MEMO_SIZE = 10_000
 _memo: dict[str, str] = {}
 _lock = threading.Lock()
-_created = False
+_created: set[str] = set()  # engines (by URL) whose table this process has made sure of
 
 
 def display_name(identity: Identity) -> str | None:
@@ -48,14 +48,15 @@ def display_name(identity: Identity) -> str | None:
     return None
 
 
-def remember(identity: Identity) -> None:
-    """Stores the session's name for its username, unless this process already did."""
+def remember(identity: Identity, engine: Any = None) -> None:
+    """Stores the session's name for its username, unless this process already did. ``engine``:
+    the auth store's (MLflow's) unless given."""
     name = display_name(identity)
     if name is None or _memo.get(identity.username) == name:
         return
     import sqlalchemy as sa
 
-    engine = _engine()
+    engine = engine or _engine()
     _ensure_table(engine)
     with engine.begin() as conn:
         conn.execute(
@@ -80,13 +81,13 @@ def remember_quietly(identity: Identity) -> None:
         _log.warning("Could not store the display name of %s: %s", identity.username, type(exc).__name__)
 
 
-def lookup(usernames: list[str]) -> dict[str, str]:
+def lookup(usernames: list[str], engine: Any = None) -> dict[str, str]:
     """The known names of these usernames (unknown ones are left out)."""
     if not usernames:
         return {}
     import sqlalchemy as sa
 
-    engine = _engine()
+    engine = engine or _engine()
     _ensure_table(engine)
     statement = sa.text(_LOOKUP).bindparams(sa.bindparam("usernames", expanding=True))
     with engine.connect() as conn:
@@ -103,8 +104,8 @@ def _engine() -> Any:
 def _ensure_table(engine: Any) -> None:
     """Creates the table once per process. Concurrent creators (workers, replicas) may collide on
     PostgreSQL's catalog even with IF NOT EXISTS: the loser's retry finds the table."""
-    global _created
-    if _created:
+    key = str(engine.url)
+    if key in _created:
         return
     import sqlalchemy as sa
 
@@ -116,4 +117,10 @@ def _ensure_table(engine: Any) -> None:
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             if attempt:
                 raise
-    _created = True
+    _created.add(key)
+
+
+def forget_memo() -> None:
+    """Forgets what this process wrote (as a fresh worker would know nothing)."""
+    with _lock:
+        _memo.clear()
