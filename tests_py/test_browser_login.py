@@ -205,6 +205,8 @@ def test_login_works_under_a_static_prefix_behind_a_reverse_proxy(
             page.wait_for_url(lambda url: "/auth/" not in url)
             assert page.url.startswith(proxy.url + "/mlflow/")
             expect(page.get_by_text("Experiments").first).to_be_visible()
+            # Our script works under the prefix: the account button shows the person's name.
+            expect(page.get_by_role("button", name="Account menu for Eddie Editor")).to_be_visible()
             screenshot(page, "09-static-prefix-behind-proxy")
             cookie_paths = {c["name"]: c["path"] for c in ctx.cookies()}
             assert cookie_paths == {"DS": "/mlflow/", "DSR": "/mlflow/"}
