@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +18,6 @@ from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from .browser import chromium, screenshot
 from .descope_server import DescopeServer, descope_server
 
-ADMIN_PAGE_JS = (
-    Path(__file__).resolve().parent.parent / "python/mlflow_descope_auth/server/static/admin-page.js"
-)
 GRANT = "/api/3.0/mlflow/users/permissions/grant"
 ROLE_GRANT = "/api/3.0/mlflow/roles/permissions/add"
 UI_TIMEOUT_MS = 60_000
@@ -288,8 +284,6 @@ def browser() -> Iterator[Browser]:
 def admin_page(server: DescopeServer, browser: Browser) -> Iterator[Page]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     ctx.set_default_timeout(UI_TIMEOUT_MS)
-    # The script MLflow's page will load (server/static/admin-page.js), put into each page here.
-    ctx.add_init_script(path=str(ADMIN_PAGE_JS))
     page = ctx.new_page()
     page.goto(server.url + "/")
     page.get_by_role("button", name="Sign in as Ada Admin").click()

@@ -205,6 +205,8 @@ def test_login_works_under_a_static_prefix_behind_a_reverse_proxy(
             page.wait_for_url(lambda url: "/auth/" not in url)
             assert page.url.startswith(proxy.url + "/mlflow/")
             expect(page.get_by_text("Experiments").first).to_be_visible()
+            # Our script works under the prefix: the account button shows the person's name.
+            expect(page.get_by_role("button", name="Account menu for Eddie Editor")).to_be_visible()
             screenshot(page, "09-static-prefix-behind-proxy")
             cookie_paths = {c["name"]: c["path"] for c in ctx.cookies()}
             assert cookie_paths == {"DS": "/mlflow/", "DSR": "/mlflow/"}
@@ -216,4 +218,6 @@ def test_login_works_under_a_static_prefix_behind_a_reverse_proxy(
     # Everything went through the proxy under the prefix, the login page's own assets included.
     paths = [r.path for r in proxy.requests]
     assert "/mlflow/auth/static/login.js" in paths
+    # MLflow's page asked for our script under the prefix too.
+    assert any(p.startswith("/mlflow/auth/static/mlflow-ui.js") for p in paths), paths
     assert all(p.startswith("/mlflow/") for p in paths), [p for p in paths if not p.startswith("/mlflow/")]

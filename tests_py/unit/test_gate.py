@@ -17,7 +17,7 @@ import requests
 from mlflow_descope_auth import DescopeClient
 from mlflow_descope_auth._core import RefreshCoordinator
 from mlflow_descope_auth.emulator import Emulator
-from mlflow_descope_auth.server.gate import Gate, Verdict
+from mlflow_descope_auth.server.gate import PERSON_SIGNED_OUT, Gate, Verdict
 from mlflow_descope_auth.server.http import Response
 from mlflow_descope_auth.server.refresh_store import RefreshStoreError
 
@@ -219,6 +219,8 @@ def test_navigation_is_redirected_and_the_rest_gets_401_json(
             "next": ["/experiments/1?tab=runs&q=a%2Fb"],
             "message": ["required"],
         }
+    elif "sec-fetch-mode" in headers:  # a browser's script: words for the person at it
+        assert_401(verdict, message=PERSON_SIGNED_OUT)
     else:
         assert_401(verdict, message="sign in with Descope")
 

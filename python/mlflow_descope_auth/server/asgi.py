@@ -12,6 +12,7 @@ import anyio.to_thread
 from mlflow_descope_auth.server import body_rules
 from mlflow_descope_auth.server.gate import Gate, Verdict
 from mlflow_descope_auth.server.http import MAX_AUTH_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.response_shaping import Shaping, shaping_for
 from mlflow_descope_auth.server.route_policy import RoutePolicy
 from mlflow_descope_auth.server.routes import AuthRoutes
 
@@ -124,6 +125,9 @@ class DescopeASGIMiddleware:
                 scope = _apply_header_changes(
                     scope, {"content-length": str(len(judged)), "transfer-encoding": None}
                 )
+            shaping = shaping_for(req.method, req.path, self.gate.prefix, target.template if target else None)
+            scope = _apply_header_changes(scope, shaping.request_header_changes())
+            send = _shaped(send, shaping)
         await self.app(scope, receive, send)
 
     async def _auth_route(self, req: Request, verdict: Verdict, receive: Receive, send: Send) -> None:
@@ -162,3 +166,38 @@ def _with_cookies(send: Send, cookies: list[tuple[str, str]]) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _shaped(send: Send, shaping: Shaping) -> Send:
+    """``send`` with MLflow's response shaped (response_shaping); a body the shaping edits is held
+    back until it is complete, any other streams through."""
+    held: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            headers = shaping.response_headers(_decoded(message.get("headers", [])))
+            if shaping.wants_body(status, headers):
+                held.update(status=status, headers=headers, message=message)
+                return
+            await send({**message, "headers": _encoded(headers)})
+        elif message["type"] == "http.response.body" and held:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            headers, body = shaping.finish(held["status"], held["headers"], b"".join(chunks))
+            await send({**held["message"], "headers": _encoded(headers)})
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await send(message)
+
+    return wrapped
+
+
+def _decoded(headers: Any) -> list[tuple[str, str]]:
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in headers]
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]

@@ -24,6 +24,7 @@ from mlflow_descope_auth._core import (
     Identity,
 )
 from mlflow_descope_auth.clients import get_descope_client
+from mlflow_descope_auth.server import display_names
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.http import parse_cookies
 
@@ -103,6 +104,7 @@ def _authorize() -> Authorization | Response:
     if identity.username == BOOTSTRAP_ADMIN or identity.username.startswith("__"):
         return _json_error(403, "PERMISSION_DENIED", f"the username '{identity.username}' is reserved")
     provision(identity)
+    display_names.remember_quietly(identity)
     g._descope_identity = identity
     return Authorization("bearer", {"username": identity.username})
 

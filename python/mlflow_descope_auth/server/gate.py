@@ -67,6 +67,24 @@ def same_origin(req: Request) -> bool:
     return bool(netloc) and netloc in {req.host.lower(), forwarded}
 
 
+def from_browser(req: Request) -> bool:
+    """A browser's request rather than an API client's: no Authorization header, and Fetch Metadata
+    (which browsers send and HTTP libraries do not) or our session cookies."""
+    if "authorization" in req.headers:
+        return False
+    if "sec-fetch-mode" in req.headers or "sec-fetch-site" in req.headers:
+        return True
+    cookies = req.cookies
+    return SESSION_COOKIE in cookies or REFRESH_COOKIE in cookies
+
+
+# What a person reads when MLflow's page shows the 401 (its script normally goes to the login page
+# first); API clients get the precise reason instead.
+PERSON_SIGNED_OUT = "You are not signed in. Reload the page to sign in."
+PERSON_SESSION_ENDED = "Your session has ended. Reload the page to sign in again."
+PERSON_CANNOT_RENEW = "Your session has ended and cannot be renewed right now: try again in a moment."
+
+
 def is_navigation(req: Request) -> bool:
     """A browser loading a page (not a script's fetch): gets a redirect to the login page."""
     if req.method != "GET":
@@ -111,10 +129,22 @@ class Gate:
             query.append(f"message={message}")
         return f"{self.prefix}/auth/login" + (f"?{'&'.join(query)}" if query else "")
 
-    def deny(self, req: Request, message: str, *, reason: str = "required", clear: bool = False) -> Verdict:
+    def deny(
+        self,
+        req: Request,
+        message: str,
+        *,
+        reason: str = "required",
+        clear: bool = False,
+        person: str = PERSON_SESSION_ENDED,
+    ) -> Verdict:
+        """The login page for a page load; else 401 with ``message`` for an API client, or
+        ``person`` for a browser's script."""
         headers = clear_cookies(secure=self.secure_cookies(req), path=self.cookie_path) if clear else []
         if is_navigation(req):
             return Verdict(Response.redirect(self.login_url(req.full_path, reason), headers))
+        if from_browser(req):
+            message = person
         headers.append(("WWW-Authenticate", 'Bearer realm="mlflow", error="invalid_token"'))
         return Verdict(error(401, "UNAUTHENTICATED", message, headers))
 
@@ -177,7 +207,11 @@ class Gate:
         cookies = req.cookies
         session, refresh = cookies.get(SESSION_COOKIE), cookies.get(REFRESH_COOKIE)
         if not session and not refresh:
-            return self.deny(req, "sign in with Descope: send 'Authorization: Bearer <session token>'")
+            return self.deny(
+                req,
+                "sign in with Descope: send 'Authorization: Bearer <session token>'",
+                person=PERSON_SIGNED_OUT,
+            )
         if req.method not in SAFE_METHODS and not same_origin(req):
             return Verdict(
                 error(
@@ -202,7 +236,10 @@ class Gate:
             # The signing keys are out of reach: as below, the cookies stay for when Descope is back.
             _log.warning("Descope unreachable while checking a refresh token: %s", exc)
             return self.deny(
-                req, f"the session expired and cannot be renewed right now: {exc}", reason="unavailable"
+                req,
+                f"the session expired and cannot be renewed right now: {exc}",
+                reason="unavailable",
+                person=PERSON_CANNOT_RENEW,
             )
         except ExpiredTokenError:
             return self.deny(
@@ -220,7 +257,10 @@ class Gate:
             # What failed inside this deployment (its database, its hosts) is for the log only.
             detail = "try again in a moment" if exc.code == "refresh_store_unavailable" else str(exc)
             return self.deny(
-                req, f"the session expired and cannot be renewed right now: {detail}", reason="unavailable"
+                req,
+                f"the session expired and cannot be renewed right now: {detail}",
+                reason="unavailable",
+                person=PERSON_CANNOT_RENEW,
             )
         except DescopeAuthError as exc:
             return self.deny(req, f"the session could not be renewed: {exc}", reason="expired", clear=True)

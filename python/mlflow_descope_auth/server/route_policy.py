@@ -527,16 +527,16 @@ class RoutePolicy:
         if access is Access.CREATE:
             if LEVELS.index(identity.permission) >= LEVELS.index("EDIT"):
                 return None, target
-            level = identity.permission.replace("_", " ").lower()
+            level = "no" if identity.permission == "NO_PERMISSIONS" else identity.permission
             return error(
                 403,
                 "PERMISSION_DENIED",
-                f"your Descope roles give you {level} access, and creating needs EDIT: "
-                "ask an MLflow admin for a role that gives EDIT",
+                f"Your roles give you {level} access, and creating needs EDIT: "
+                "ask an admin of this server for a role that gives EDIT.",
             ), target
         if access is Access.UNCLASSIFIED:
             _warn_unclassified(method, template)
-        return error(403, "PERMISSION_DENIED", "only an MLflow admin may do this"), target
+        return error(403, "PERMISSION_DENIED", "only an admin of this server may do this"), target
 
 
 LEVELS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")

@@ -33,6 +33,7 @@ from mlflow_descope_auth.server.http import (
     session_cookies,
 )
 from mlflow_descope_auth.server.settings import is_local_path
+from mlflow_descope_auth.server.ui_page import UI_SCRIPTS
 
 _log = logging.getLogger(__name__)
 
@@ -52,23 +53,35 @@ MESSAGES = {
 STATIC_DIR = Path(__file__).with_name("static")
 
 
-# The login page's own assets: public (the page is shown before sign-in), so an explicit list.
+# The login page's own assets and the scripts for MLflow's page: public (the login page is shown
+# before sign-in, and MLflow's page needs its script to find out that the session has ended), so an
+# explicit list.
 STATIC_FILES: dict[str, tuple[Callable[[], Path], str]] = {
     "login.js": (lambda: STATIC_DIR / "login.js", "text/javascript; charset=utf-8"),
     "mlflow.ico": (mlflow_internals.mlflow_favicon, "image/x-icon"),
+    **{
+        name: ((lambda name=name: STATIC_DIR / name), "text/javascript; charset=utf-8")  # type: ignore[misc]
+        for name in UI_SCRIPTS
+    },
 }
+
+# /auth/names: how many usernames one request may ask about, and how long each may be.
+MAX_NAMES = 100
+MAX_NAME_LENGTH = 255
 
 
 def provision_quietly(identity: Identity) -> None:
     """Puts a user who signs in (or asks who they are) into MLflow's user store at once, so an admin
     can grant them permissions before their first MLflow request. Best effort: if the auth DB is
     down, the first MLflow request provisions them instead."""
+    from mlflow_descope_auth.server import display_names
     from mlflow_descope_auth.server.authz import provision
 
     try:
         provision(identity)
     except Exception as exc:  # the DB driver's errors are not one hierarchy; never fail a sign-in on them
         _log.warning("Could not add %s to the user store yet: %s", identity.username, type(exc).__name__)
+    display_names.remember_quietly(identity)
 
 
 class AuthRoutes:
@@ -113,6 +126,7 @@ class AuthRoutes:
             ("logout", "POST"): lambda: self.logout(req),
             ("user", "GET"): lambda: self.user(identity),
             ("cli/token", "POST"): lambda: self.cli_token(req),
+            ("names", "GET"): lambda: self.names(req, identity),
             ("health", "GET"): self.health,
         }
         handler = routes.get((name, req.method))
@@ -149,6 +163,7 @@ class AuthRoutes:
             next_path=self.safe_next(query.get("next")),
             message={"kind": message[0], "text": message[1]} if message else None,
             cli=cli,
+            secure_cookies=self.gate.secure_cookies(req),
         )
         return Response.html(200, page)
 
@@ -320,6 +335,29 @@ class AuthRoutes:
             return error(401, "UNAUTHENTICATED", "sign in with Descope")
         provision_quietly(identity)
         return Response.json(200, identity.to_dict())
+
+    def names(self, req: Request, identity: Identity | None) -> Response:
+        """``?ids=a,b``: the names of these usernames, for MLflow's page to show beside them
+        (display_names). Signed-in users only; usernames without a known name are left out."""
+        if identity is None:  # the gate lets no one here without a session; belt and braces
+            return error(401, "UNAUTHENTICATED", "sign in with Descope")
+        ids = [i for i in req.query.get("ids", "").split(",") if i]
+        if not ids:
+            return error(400, "INVALID_PARAMETER_VALUE", "ids: give one or more usernames, comma-separated")
+        if len(ids) > MAX_NAMES:
+            return error(400, "INVALID_PARAMETER_VALUE", f"ids: at most {MAX_NAMES} usernames per request")
+        if any(len(i) > MAX_NAME_LENGTH for i in ids):
+            return error(
+                400, "INVALID_PARAMETER_VALUE", f"ids: a username is at most {MAX_NAME_LENGTH} characters"
+            )
+        from mlflow_descope_auth.server import display_names
+
+        try:
+            names = display_names.lookup(sorted(set(ids)))
+        except Exception as exc:  # the DB driver's errors are not one hierarchy
+            _log.warning("Could not look up display names: %s", type(exc).__name__)
+            return error(503, "TEMPORARILY_UNAVAILABLE", "names cannot be looked up right now")
+        return Response.json(200, names)
 
     def health(self) -> Response:
         ok, detail = self._descope_status()

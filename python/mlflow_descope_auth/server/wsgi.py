@@ -4,12 +4,13 @@ where MLflow runs its Flask app alone (no FastAPI routes)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mlflow_descope_auth.server import body_rules
 from mlflow_descope_auth.server.gate import Gate
 from mlflow_descope_auth.server.http import MAX_AUTH_BODY, Request, Response, too_large
+from mlflow_descope_auth.server.response_shaping import Shaping, shaping_for
 from mlflow_descope_auth.server.route_policy import RoutePolicy
 from mlflow_descope_auth.server.routes import AuthRoutes
 
@@ -121,4 +122,61 @@ class DescopeWSGIMiddleware:
                 environ["wsgi.input"] = io.BytesIO(judged)
                 environ["CONTENT_LENGTH"] = str(len(judged))
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
+            shaping = shaping_for(req.method, req.path, self.gate.prefix, target.template if target else None)
+            for name in shaping.request_header_changes():
+                environ.pop("HTTP_" + name.upper().replace("-", "_"), None)
+            return _shaped(self.app, environ, start_response, shaping)
         return self.app(environ, start_response)
+
+
+def _shaped(
+    app: WSGIApp, environ: dict[str, Any], start_response: StartResponse, shaping: Shaping
+) -> Iterable[bytes]:
+    """The app's response shaped (response_shaping). A body the shaping edits is held back until it
+    is complete; any other response is the app's own iterable (file wrappers stay intact)."""
+    started: list[bool] = []
+    held: list[tuple[str, list[tuple[str, str]]]] = []
+    chunks: list[bytes] = []
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append(True)
+        headers = shaping.response_headers(list(headers))
+        if exc_info is None and shaping.wants_body(_code(status), headers):
+            held.append((status, headers))
+            return chunks.append  # the legacy write() callable
+        return start_response(status, headers, exc_info)
+
+    result = app(environ, start)
+    if started and not held:
+        return result
+    return _held_back(result, held, chunks, start_response, shaping)
+
+
+def _held_back(
+    result: Iterable[bytes],
+    held: list[tuple[str, list[tuple[str, str]]]],
+    chunks: list[bytes],
+    start_response: StartResponse,
+    shaping: Shaping,
+) -> Iterator[bytes]:
+    """Streams ``result`` unless its start was held back (the app may call start_response only once
+    iterated); a held one is sent whole once complete."""
+    try:
+        for chunk in result:
+            if held:
+                chunks.append(chunk)
+            else:
+                yield chunk
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if held:
+        status, headers = held[0]
+        headers, body = shaping.finish(_code(status), headers, b"".join(chunks))
+        start_response(status, headers)
+        yield body
+
+
+def _code(status: str) -> int:
+    return int(status.split(" ", 1)[0])

@@ -42,8 +42,8 @@
           sessionJwt: detail.sessionJwt,
           refreshJwt: detail.refreshJwt,
           // MLflow's UI routes live in the URL fragment, which never reaches the server but
-          // survives its redirect to this page.
-          next: page.dataset.next + (location.hash || ""),
+          // survives its redirect to this page; MLflow's page puts it into `next` itself.
+          next: page.dataset.next.includes("#") ? page.dataset.next : page.dataset.next + (location.hash || ""),
           // `mlflow-descope-auth login`: the server answers with a redirect to its loopback listener.
           cli: page.dataset.cliPort
             ? {cli: page.dataset.cliPort, state: page.dataset.cliState, challenge: page.dataset.cliChallenge}

@@ -1,0 +1,161 @@
+"""What the gate changes in MLflow's answers, under uvicorn (ASGI) and gunicorn (WSGI): our script in
+MLflow's UI page, ``Cache-Control: no-store`` on a signed-in person's content, MLflow's bare
+"Permission denied" made into a message a person can act on, and 401s worded for whoever asked."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlflow_descope_auth.emulator import Emulator
+from mlflow_descope_auth.server.gate import PERSON_SESSION_ENDED, PERSON_SIGNED_OUT
+
+from .descope_server import DescopeServer, descope_server
+from .unit.inprocess import expired_session
+
+BROWSER_FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
+SCRIPT_TAG = re.compile(rb'<script src="/auth/static/mlflow-ui\.js\?v=[0-9a-f]{12}" defer></script></head>')
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator() as e:
+        yield e
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "gunicorn"])
+def server(
+    request: pytest.FixtureRequest, emu: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DescopeServer]:
+    workdir: Path = tmp_path_factory.mktemp(f"ui-page-{request.param}")
+    args = (
+        ("--workers", "1") if request.param == "uvicorn" else ("--gunicorn-opts", "--workers 1 --timeout 60")
+    )
+    with descope_server(emu, workdir, extra_args=args) as s:
+        yield s
+
+
+def test_the_ui_page_carries_our_script_is_never_cached_and_is_always_sent_whole(
+    server: DescopeServer,
+) -> None:
+    page = server.api("GET", "/", "reader")
+    assert page.status_code == 200, page.text
+    assert SCRIPT_TAG.search(page.content), page.text
+    assert int(page.headers["Content-Length"]) == len(page.content)
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in page.headers and "Last-Modified" not in page.headers
+    # A browser's revalidation or byte range still gets the whole page, with the script.
+    again = server.api(
+        "GET",
+        "/",
+        "reader",
+        headers={"If-None-Match": '"anything"', "If-Modified-Since": page.headers["Date"]},
+    )
+    assert again.status_code == 200 and SCRIPT_TAG.search(again.content)
+    ranged = server.api("GET", "/", "reader", headers={"Range": "bytes=0-10"})
+    assert ranged.status_code == 200 and SCRIPT_TAG.search(ranged.content)
+
+
+def test_the_script_is_served_without_a_session_and_the_ui_build_stays_cacheable(
+    server: DescopeServer,
+) -> None:
+    script = requests.get(server.url + "/auth/static/mlflow-ui.js", timeout=30)
+    assert script.status_code == 200
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert b"Sign out" in script.content
+    page = server.api("GET", "/", "reader")
+    main_js = re.search(rb'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', page.content)
+    assert main_js is not None, page.text
+    asset = server.api("GET", "/" + main_js.group(1).decode(), "reader")
+    assert asset.status_code == 200
+    assert "no-store" not in asset.headers.get("Cache-Control", "")
+    assert "max-age" in asset.headers["Cache-Control"]
+
+
+def test_api_answers_for_a_signed_in_user_are_not_cached(server: DescopeServer) -> None:
+    listed = server.api("GET", "/api/2.0/mlflow/experiments/search", "reader", params={"max_results": 5})
+    assert listed.status_code == 200, listed.text
+    assert listed.headers["Cache-Control"] == "no-store"
+    ajax = server.api("GET", "/ajax-api/2.0/mlflow/experiments/search", "reader", params={"max_results": 5})
+    assert ajax.headers["Cache-Control"] == "no-store"
+
+
+def test_mlflows_permission_denied_says_what_to_ask_for(server: DescopeServer) -> None:
+    name = f"admins-only-{uuid.uuid4().hex[:8]}"
+    created = server.api("POST", "/api/2.0/mlflow/experiments/create", "admin", json={"name": name})
+    assert created.status_code == 200, created.text
+    experiment_id = created.json()["experiment_id"]
+    refused = server.api(
+        "POST",
+        "/api/2.0/mlflow/experiments/update",
+        "reader",
+        json={"experiment_id": experiment_id, "new_name": name + "-renamed"},
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["Content-Type"].startswith("application/json")
+    assert refused.json() == {
+        "error_code": "PERMISSION_DENIED",
+        "message": "You do not have permission to do this: it needs EDIT access to this experiment. "
+        "Ask an admin of this server to give you EDIT on it.",
+    }
+    assert int(refused.headers["Content-Length"]) == len(refused.content)
+    deleted = server.api(
+        "POST", "/api/2.0/mlflow/experiments/delete", "reader", json={"experiment_id": experiment_id}
+    )
+    assert deleted.status_code == 403
+    assert "needs MANAGE access to this experiment" in deleted.json()["message"]
+
+
+def test_a_401_speaks_to_a_person_in_a_browser_and_to_a_developer_elsewhere(
+    server: DescopeServer, emu: Emulator
+) -> None:
+    path = server.url + "/ajax-api/2.0/mlflow/experiments/search"
+    # A script in a signed-out browser tab (Fetch Metadata, no cookies).
+    signed_out = requests.get(path, headers=BROWSER_FETCH, timeout=30)
+    assert signed_out.status_code == 401
+    assert signed_out.json() == {"error_code": "UNAUTHENTICATED", "message": PERSON_SIGNED_OUT}
+    # The same tab once the session has ended for good.
+    ended = requests.get(
+        path, headers={**BROWSER_FETCH, "Cookie": f"DS={expired_session(emu, 'reader')}"}, timeout=30
+    )
+    assert ended.status_code == 401
+    assert ended.json() == {"error_code": "UNAUTHENTICATED", "message": PERSON_SESSION_ENDED}
+    # An API client: what to send, precisely.
+    client = requests.get(path, timeout=30)
+    assert client.status_code == 401
+    assert client.json()["error_code"] == "UNAUTHENTICATED"
+    assert "Authorization: Bearer" in client.json()["message"]
+    expired_bearer = requests.get(
+        path,
+        headers={"Authorization": f"Bearer {expired_session(emu, 'reader')}", **BROWSER_FETCH},
+        timeout=30,
+    )
+    assert expired_bearer.status_code == 401
+    assert "expired" in expired_bearer.json()["message"]
+    assert expired_bearer.json()["message"] != PERSON_SESSION_ENDED
+
+
+def test_the_login_footer_tells_the_truth_about_plain_http(server: DescopeServer) -> None:
+    page = requests.get(server.url + "/auth/login", timeout=30)
+    assert "plain HTTP" in page.text
+    assert "only over HTTPS" not in page.text
+
+
+def test_names_of_users_seen_are_given_to_signed_in_users_only(server: DescopeServer, emu: Emulator) -> None:
+    editor_id = emu.session_claims("editor")["sub"]
+    # The editor's request through MLflow remembers the name the token carries.
+    seen = server.api("GET", "/api/2.0/mlflow/experiments/search", "editor", params={"max_results": 1})
+    assert seen.status_code == 200, seen.text
+    names = server.api(
+        "GET", "/auth/names", "reader", params={"ids": f"{editor_id},U2nobodyKnownHere000000000"}
+    )
+    assert names.status_code == 200, names.text
+    assert names.json() == {editor_id: "Eddie Editor"}
+    assert names.headers["Cache-Control"] == "no-store"
+    anonymous = requests.get(server.url + "/auth/names", params={"ids": editor_id}, timeout=30)
+    assert anonymous.status_code == 401
