@@ -151,7 +151,18 @@
     if (!USER_ID.test(id)) return null;
     const parent = node.parentElement;
     if (!parent || SKIP.has(parent.tagName) || parent.closest("[contenteditable]")) return null;
+    if (isUserIdTag(parent, id)) return null;
     return id;
+  };
+
+  // The run tag that records the user id keeps showing the id: a name under "descope.user_id"
+  // would misstate what the tag holds. The nearest element holding more than the id (and MLflow's
+  // ": " between key and value) names the tag.
+  const USER_ID_TAG = /^\s*descope\.user_id\s*:?\s*$/;
+  const isUserIdTag = (element, id) => {
+    let holder = element;
+    while (holder && /^[\s:]*$/.test(holder.textContent.replace(id, ""))) holder = holder.parentElement;
+    return Boolean(holder) && USER_ID_TAG.test(holder.textContent.replace(id, ""));
   };
 
   // MLflow's avatar: the id's first letter in an <abbr title="id">; and the account button's label.
