@@ -115,8 +115,6 @@ INTERNAL_GATEWAY_CREDENTIAL_VARIABLE = "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"
 # MLflow 3.18's Assistant delegation signing key: a credential signed with it acts as any user on
 # any route. The plugin never issues one and removes an inherited one.
 ASSISTANT_DELEGATION_KEY = "_MLFLOW_ASSISTANT_DELEGATION_SIGNING_KEY"
-# Public: whether `mlflow server` starts its job runner.
-JOB_EXECUTION_VARIABLE = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def expose_username_to_handlers(username: str) -> None:

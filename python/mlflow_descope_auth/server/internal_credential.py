@@ -30,19 +30,15 @@ from mlflow_descope_auth import mlflow_internals
 
 # A token shorter than this was not made by `issue_for_server_start` (64 hex digits): refused.
 _MIN_TOKEN_LENGTH = 32
-_TRUE = frozenset({"true", "1", "yes", "on"})
 
 
 def issue_for_server_start(environ: MutableMapping[str, str]) -> None:
     """Run in the ``mlflow server`` process, before it starts the workers and the job runner (both
-    inherit ``environ``): a fresh token when MLflow's job execution is on, none otherwise, and
-    never an Assistant delegation key. A value inherited from the shell is replaced or removed, so
-    only this start's own token is ever accepted."""
+    inherit ``environ``): a fresh token (MLflow runs jobs unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+    is false, and only then is it used), never an Assistant delegation key. A value inherited from
+    the shell is replaced or removed, so only this start's own token is ever accepted."""
     environ.pop(mlflow_internals.ASSISTANT_DELEGATION_KEY, None)
-    if environ.get(mlflow_internals.JOB_EXECUTION_VARIABLE, "").strip().lower() in _TRUE:
-        environ[mlflow_internals.INTERNAL_GATEWAY_CREDENTIAL_VARIABLE] = secrets.token_hex(32)
-    else:
-        environ.pop(mlflow_internals.INTERNAL_GATEWAY_CREDENTIAL_VARIABLE, None)
+    environ[mlflow_internals.INTERNAL_GATEWAY_CREDENTIAL_VARIABLE] = secrets.token_hex(32)
 
 
 class InternalCredential:
