@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,13 +85,18 @@ def upstream() -> Iterator[LLMUpstream]:
     model.stop()
 
 
-@pytest.fixture(scope="module")
+# MLflow's two job engines: Huey (its default) and the executor engine (opt-in).
+ENGINES = {"huey": {}, "executor": {"MLFLOW_SERVER_JOB_EXECUTION_ENGINE": "executor"}}
+
+
+@pytest.fixture(scope="module", params=list(ENGINES))
 def jobs_server(
-    server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DescopeServer]:
     with descope_server(
         server_emulator,
-        tmp_path_factory.mktemp("descope-jobs"),
+        tmp_path_factory.mktemp(f"descope-jobs-{request.param}"),
+        **ENGINES[request.param],
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true",
         MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS="true",
         MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES="http,https",
@@ -244,8 +248,15 @@ def test_a_scorer_job_calls_the_gateway_as_the_user_who_started_it(
     result = job["result"][trace_id]
     assert result["failures"] == [], result
     assert [a["feedback"]["value"] for a in result["assessments"]] == ["yes"], result
-    # The judge's call went through this server's gateway to the model.
+    # The judge's call went through this server's gateway to the model, without the job's
+    # credential: the gateway sends the provider its own key.
     assert _gateway_calls(upstream) == before + 1
+    sent = {k.lower(): v for k, v in upstream.calls[-1]["headers"].items()}
+    assert sent["authorization"] == "Bearer sk-offline"
+    assert "x-mlflow-authorization" not in sent
+    # The job records the user, never the token.
+    assert job["params"]["username"] == _username(jobs_server, "editor")
+    assert "MLFLOW_TRACKING_PASSWORD" not in json.dumps(job)
     # The assessment is on the trace, for the user to see.
     trace = _ok(jobs_server.api("GET", f"/api/3.0/mlflow/traces/{trace_id}", "editor"))
     names = [a["assessment_name"] for a in trace["trace"]["trace_info"].get("assessments", [])]
@@ -280,7 +291,8 @@ def test_a_job_started_by_a_user_without_use_on_the_endpoint_is_refused_by_the_g
     failures = job["result"][trace_id]["failures"]
     assert [f["error_code"] for f in failures] == ["SCORER_ERROR"], failures
     assert "Permission denied" in failures[0]["error_message"], failures
-    assert job["result"][trace_id]["assessments"] == []
+    # What MLflow logs for a judge that could not run: the error, and no verdict.
+    assert [a["feedback"].get("value") for a in job["result"][trace_id]["assessments"]] == [None]
     assert _gateway_calls(upstream) == before
 
 
@@ -313,12 +325,38 @@ def test_an_outside_caller_cannot_use_the_gateway_as_a_job(
     assert _gateway_calls(upstream) == before
 
 
-def test_the_internal_token_never_reaches_the_model_nor_a_client(
-    jobs_server: DescopeServer, upstream: LLMUpstream
+@pytest.mark.parametrize("jobs_server", ["executor"], indirect=True)
+def test_an_evaluation_started_from_the_ui_runs_as_its_user(
+    jobs_server: DescopeServer, judge_endpoint: str, upstream: LLMUpstream
 ) -> None:
-    """What the earlier tests' jobs sent upstream, and what the server writes to its log."""
-    assert upstream.calls, "no job reached the model"
-    for call in upstream.calls:
-        assert not any(value.startswith("Basic ") for value in call["headers"].values()), call["headers"]
-    log = Path(jobs_server.workdir, "server.log").read_text(errors="replace")
-    assert "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN=" not in log
+    """`mlflow.genai.evaluate` as a job (the UI's "run evaluation"): on the executor engine it
+    reads and writes the run through the store and calls only the gateway, as the user. (On Huey it
+    calls the tracking API over HTTP, which MLflow's internal token does not cover, under its own
+    basic-auth either: README, "Server-side jobs".)"""
+    experiment_id, trace_id = _experiment_with_trace(jobs_server, "editor", "jobs-evaluate")
+    before = _gateway_calls(upstream)
+    started = _ok(
+        jobs_server.api(
+            "POST",
+            "/ajax-api/3.0/mlflow/genai/evaluate/invoke",
+            "editor",
+            json={
+                "experiment_id": experiment_id,
+                "trace_ids": [trace_id],
+                "serialized_scorers": [_serialized_judge(judge_endpoint)],
+            },
+        )
+    )
+    job = _finished_job(jobs_server, "editor", started["job_id"])
+    assert job["status"] == "SUCCEEDED", job
+    assert job["creator"] == _username(jobs_server, "editor")
+    assert _gateway_calls(upstream) == before + 1
+    run = _ok(jobs_server.api("GET", f"/api/2.0/mlflow/runs/get?run_id={started['run_id']}", "editor"))
+    assert run["run"]["info"]["status"] == "FINISHED", run
+    trace = _ok(jobs_server.api("GET", f"/api/3.0/mlflow/traces/{trace_id}", "editor"))
+    verdicts = [
+        a["feedback"]["value"]
+        for a in trace["trace"]["trace_info"].get("assessments", [])
+        if a["assessment_name"] == "polite"
+    ]
+    assert verdicts == ["yes"], trace

@@ -8,10 +8,16 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
+from flask import Response as FlaskResponse
+from werkzeug.datastructures import Authorization
 
 from mlflow_descope_auth import DescopeClient, mlflow_internals
+from mlflow_descope_auth.server import authz
+from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.gate import Gate
 from mlflow_descope_auth.server.internal_credential import InternalCredential, issue_for_server_start
 
@@ -127,3 +133,50 @@ def test_the_gate_refuses_the_token_elsewhere_and_a_wrong_one(
     assert verdict.response.status == 401
     assert json.loads(verdict.response.body)["error_code"] == "UNAUTHENTICATED"
     assert TOKEN not in verdict.response.body.decode()
+
+
+@pytest.fixture
+def job_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
+    """MLflow's auth store on a temporary database with one signed-in user, and the authorization
+    function with this start's credential."""
+    from mlflow.server.auth import store
+
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")  # type: ignore[no-untyped-call]
+    store.create_user("U2editor", "unused-password", is_admin=False)
+    store.create_user(BOOTSTRAP_ADMIN, "unused-password", is_admin=True)
+    monkeypatch.setattr(authz, "_internal", InternalCredential(TOKEN, ""))
+    return Flask("internal-credential")
+
+
+def authorize_job(app: Flask, username: str, path: str = CHAT, token: str = TOKEN) -> Any:
+    headers = {"Authorization": basic(f"{username}:{token}")}
+    with app.test_request_context(path, method="POST", headers=headers):
+        return authz.authorize()
+
+
+def test_mlflow_hears_the_jobs_user(job_app: Flask) -> None:
+    result = authorize_job(job_app, "U2editor")
+    assert isinstance(result, Authorization)
+    assert result.username == "U2editor"
+
+
+@pytest.mark.parametrize("username", ["U2neverSignedIn", BOOTSTRAP_ADMIN, "__system"])
+def test_a_job_cannot_act_as_someone_who_is_not_a_user_here(job_app: Flask, username: str) -> None:
+    result = authorize_job(job_app, username)
+    assert isinstance(result, FlaskResponse)
+    assert result.status_code == 403
+    assert json.loads(result.get_data())["error_code"] == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [(CHAT, "0" * 64), ("/api/2.0/mlflow/experiments/search", TOKEN)],
+)
+def test_the_authorization_function_checks_the_token_and_the_route_again(
+    job_app: Flask, path: str, token: str
+) -> None:
+    """What the gate let through is not trusted: elsewhere, or with another token, the Basic header
+    is no credential at all."""
+    result = authorize_job(job_app, "U2editor", path, token)
+    assert isinstance(result, FlaskResponse)
+    assert result.status_code == 401
