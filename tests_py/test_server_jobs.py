@@ -26,7 +26,8 @@ import requests
 
 from mlflow_descope_auth.emulator import Emulator
 
-from .descope_server import DescopeServer, descope_server
+from .descope_server import DescopeServer, server_env
+from .servers import mlflow_server
 
 JOB_DEADLINE = 300.0  # seconds a job may take to finish on a loaded machine
 
@@ -86,22 +87,27 @@ def upstream() -> Iterator[LLMUpstream]:
 
 
 # MLflow's two job engines: Huey (its default) and the executor engine (opt-in).
-ENGINES = {"huey": {}, "executor": {"MLFLOW_SERVER_JOB_EXECUTION_ENGINE": "executor"}}
+ENGINES: dict[str, dict[str, str]] = {
+    "huey": {},
+    "executor": {"MLFLOW_SERVER_JOB_EXECUTION_ENGINE": "executor"},
+}
 
 
 @pytest.fixture(scope="module", params=list(ENGINES))
 def jobs_server(
     request: pytest.FixtureRequest, server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DescopeServer]:
-    with descope_server(
+    workdir = tmp_path_factory.mktemp(f"descope-jobs-{request.param}")
+    env = server_env(
         server_emulator,
-        tmp_path_factory.mktemp(f"descope-jobs-{request.param}"),
-        **ENGINES[request.param],
+        workdir,
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true",
         MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS="true",
         MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES="http,https",
-    ) as server:
-        yield server
+        **ENGINES[request.param],
+    )
+    with mlflow_server(workdir, extra_args=("--app-name", "descope", "--workers", "2"), env=env) as url:
+        yield DescopeServer(url, server_emulator, workdir)
 
 
 def _ok(resp: requests.Response) -> dict[str, Any]:
