@@ -70,14 +70,15 @@ python3 -m pytest tests_py
 
 step "pytest again, against MLflow 3.18.0's server code (scripts/mlflow-3.18-venv.sh)"
 # The tests that depend on which routes MLflow serves and how its permission checks work: the route
-# sweep, the permission tests, the contracts of the MLflow internals the package uses and the
-# authorization sweep. This list is the one place that says so.
+# sweep, the permission tests, the contracts of the MLflow internals the package uses, the
+# authorization sweep and the server jobs' gateway calls. This list is the one place that says so.
 MLFLOW_318_TESTS=(
     tests_py/test_route_sweep.py
     tests_py/test_server_permissions.py
     tests_py/test_permission_lookups.py
     tests_py/unit/test_mlflow_internals.py
     tests_py/test_authz_sweep.py
+    tests_py/test_server_jobs.py
 )
 ./scripts/mlflow-3.18-venv.sh
 .venv-mlflow318/bin/python -m pytest "${MLFLOW_318_TESTS[@]}"

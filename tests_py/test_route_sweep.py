@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,9 +32,8 @@ from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.server.gate import Gate
 from mlflow_descope_auth.server.settings import ServerSettings
 
-from .descope_server import DescopeServer, descope_server, server_env
+from .descope_server import DescopeServer, descope_server
 from .mlflow_routes import WEBSOCKET, Enumeration, Route, enumerate_routes
-from .servers import free_port, server_process
 
 # What the gate lets through without a session (see the README and gate.py).
 PUBLIC_PATHS = frozenset(
@@ -279,45 +276,14 @@ def wsgi_server(
 def waitress_server(
     server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DescopeServer]:
-    """The same app served by waitress, MLflow's third server, behind the WSGI gate.
-
-    Started the way `mlflow server --waitress-opts` means to start it (`--call` on the factory, the
-    `_MLFLOW_*` variables it passes to the server), but directly: MLflow 3.17.2 also appends `()` to a
-    factory for waitress on Linux, which waitress rejects ("invalid format") for every app plugin,
-    its own basic-auth included.
-    """
-    workdir = tmp_path_factory.mktemp("descope-waitress")
-    port = free_port()
-    env = server_env(server_emulator, workdir)
-    env.update(
-        {
-            "_MLFLOW_SGI_NAME": "waitress",
-            "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{workdir / 'mlflow.db'}",
-            "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(workdir / "artifacts"),
-            "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true",
-            "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
-        }
-    )
-    # What `mlflow server` does before it starts any server: create the tracking tables and the
-    # Default experiment.
-    init = "import sys; from mlflow.server.handlers import initialize_backend_stores as i; i(*sys.argv[1:])"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            init,
-            env["_MLFLOW_SERVER_FILE_STORE"],
-            env["_MLFLOW_SERVER_FILE_STORE"],
-            "mlflow-artifacts:/",
-        ],
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    cmd = [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=8",
-           "--ident=mlflow", "--call", "mlflow_descope_auth.server.app:create_app"]  # fmt: skip
-    with server_process(cmd, port, workdir, env) as url:
-        yield DescopeServer(url, server_emulator, workdir)
+    """The same app served by waitress, MLflow's third server, behind the WSGI gate, started as a
+    person would: `mlflow server --app-name descope --waitress-opts ...`."""
+    with descope_server(
+        server_emulator,
+        tmp_path_factory.mktemp("descope-waitress"),
+        extra_args=("--waitress-opts", "--threads=8"),
+    ) as server:
+        yield server
 
 
 # -- tests ----------------------------------------------------------------------------------------

@@ -107,6 +107,35 @@ def static_prefix(environ: Mapping[str, str]) -> str:
     return environ.get(STATIC_PREFIX_VARIABLE, "").rstrip("/")
 
 
+# MLflow's server-side jobs send this token (as the Basic-auth password, with the job's user) on
+# their calls to the server's AI Gateway; MLflow's CLI creates it only for its basic-auth app
+# (`_run_server`), so the plugin creates it (server/internal_credential.py). The variable, not
+# MLflow's private object: only the name is relied on.
+INTERNAL_GATEWAY_CREDENTIAL_VARIABLE = "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"
+# MLflow 3.18's Assistant delegation signing key: a credential signed with it acts as any user on
+# any route. The plugin never issues one and removes an inherited one.
+ASSISTANT_DELEGATION_KEY = "_MLFLOW_ASSISTANT_DELEGATION_SIGNING_KEY"
+
+
+def expose_username_to_handlers(username: str) -> None:
+    """MLflow's scorer and evaluation handlers read the job's user from ``request.authorization.
+    username`` (which only a Basic header fills) and pass it to the job, which then calls the
+    gateway as that user with the internal token; without it the job calls anonymously. Sets the
+    parsed header of this request (werkzeug caches it per request) to carry the verified
+    username, keeping the scheme and token the client sent."""
+    from flask import has_request_context, request
+    from werkzeug.datastructures import Authorization
+
+    if not has_request_context():
+        return
+    sent = request.authorization
+    if sent is not None and sent.username == username:
+        return
+    scheme = sent.type if sent is not None else "bearer"
+    token = sent.token if sent is not None else None
+    request.authorization = Authorization(scheme, {"username": username}, token=token)
+
+
 def mlflow_favicon() -> Path:
     """MLflow's favicon, shown on the login page: where MLflow's UI build keeps it."""
     import mlflow.server

@@ -160,6 +160,55 @@ def test_mlflows_favicon_is_where_the_login_page_takes_it_from() -> None:
     assert favicon.read_bytes()[:4] == b"\x00\x00\x01\x00"  # an ICO file
 
 
+def test_the_internal_gateway_token_is_the_one_mlflows_jobs_send_to_the_gateway() -> None:
+    """The jobs that call the server's gateway as their user send this variable's value as the
+    Basic-auth password, and MLflow's CLI sets it only for basic-auth (so the plugin does)."""
+    import mlflow.genai.evaluation.job
+    import mlflow.genai.scorers.job
+    import mlflow.server
+    from mlflow.environment_variables import _MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN
+
+    assert _MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN.name == mi.INTERNAL_GATEWAY_CREDENTIAL_VARIABLE
+    for job in (mlflow.genai.scorers.job, mlflow.genai.evaluation.job):
+        source = inspect.getsource(job)
+        assert 'os.environ["MLFLOW_TRACKING_USERNAME"] = username' in source
+        assert 'os.environ["MLFLOW_TRACKING_PASSWORD"] = internal_token' in source
+    assert 'if app_name == "basic-auth"' in inspect.getsource(mlflow.server._run_server)
+
+
+def test_any_assistant_delegation_key_mlflow_reads_is_the_one_removed() -> None:
+    """MLflow 3.18 verifies Assistant delegation credentials with this key (3.17 has none): the
+    start-up step removes it, so no worker can verify one."""
+    import mlflow.environment_variables as variables
+
+    keys = {
+        v.name
+        for v in vars(variables).values()
+        if "DELEGATION" in str(getattr(v, "name", "")) and "KEY" in str(getattr(v, "name", ""))
+    }
+    assert keys <= {mi.ASSISTANT_DELEGATION_KEY}
+
+
+def test_the_scorer_and_evaluation_handlers_take_the_jobs_user_from_the_parsed_header() -> None:
+    from mlflow.server import handlers
+
+    source = inspect.getsource(handlers)
+    assert source.count("username = request.authorization.username if request.authorization else None") == 2
+    app = Flask(__name__)
+    with app.test_request_context("/", headers={"Authorization": "Bearer a.session.token"}):
+        from flask import request
+
+        mi.expose_username_to_handlers("U2editor")
+        assert request.authorization is not None
+        assert request.authorization.username == "U2editor"
+        assert request.authorization.type == "bearer"
+        assert request.authorization.token == "a.session.token"
+    with app.test_request_context("/"):  # a browser: the session is in a cookie
+        mi.expose_username_to_handlers("U2reader")
+        assert request.authorization is not None and request.authorization.username == "U2reader"
+    mi.expose_username_to_handlers("outside a request")  # nothing to set
+
+
 # --- The client's tracking and registry URIs ------------------------------------------------------
 
 

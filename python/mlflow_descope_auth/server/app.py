@@ -1,20 +1,31 @@
 """The ``mlflow.app`` entry point ``descope``: ``mlflow server --app-name descope``.
 
-MLflow calls ``create_app`` in every worker. Under uvicorn (the default) it returns an ASGI app, under
-gunicorn or waitress a WSGI app; both put the Descope gate in front of MLflow's own auth app.
+``create_app`` is one object that each of the servers MLflow offers loads as it is: uvicorn (the
+default) as an ASGI app, gunicorn (``--gunicorn-opts``) and waitress (``--waitress-opts``) as a WSGI
+app. It is not a function, so MLflow passes it to each server by name alone (MLflow 3.17 turns a
+factory function into ``module:create_app()`` for waitress, which waitress rejects). It builds the
+app on first use, in each worker: under uvicorn an ASGI app, under the others a WSGI app (MLflow
+sets ``_MLFLOW_SGI_NAME`` for its workers), both with the Descope gate in front of MLflow's own auth
+app.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import ConfigurationError, DescopeClient, RefreshCoordinator
+from mlflow_descope_auth.server import internal_credential
 from mlflow_descope_auth.server.settings import ServerSettings
 
 
-def create_app() -> Any:
+def build_app() -> Any:
+    """The app for this worker's server: ASGI under uvicorn, WSGI otherwise."""
     from mlflow_descope_auth.clients import get_descope_client
     from mlflow_descope_auth.server import authz, bootstrap
     from mlflow_descope_auth.server.gate import Gate
@@ -44,7 +55,9 @@ def create_app() -> Any:
     # PostgreSQL, else the state directory; sealed with a key only servers holding the secret derive.
     store = open_refresh_store(auth_config.database_uri, settings.state_dir)
     refresher = RefreshCoordinator(client, bootstrap.flask_secret_key(settings), store)
-    gate = Gate(client, settings, refresher)
+    internal = internal_credential.InternalCredential.from_env(os.environ, settings.static_prefix)
+    authz.use_internal_credential(internal)
+    gate = Gate(client, settings, refresher, internal)
     routes = AuthRoutes(gate, client)
     policy = RoutePolicy(RouteTable.for_app(inner, flask_app, settings.static_prefix))
     if mlflow_internals.server_runner() == "uvicorn":
@@ -54,6 +67,74 @@ def create_app() -> Any:
     from mlflow_descope_auth.server.wsgi import DescopeWSGIMiddleware
 
     return DescopeWSGIMiddleware(inner, gate, routes, policy)
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class DescopeApp:
+    """ASGI and WSGI at once, by the call's shape: ``(environ, start_response)`` is WSGI;
+    ``(scope)`` is ASGI 2, which uvicorn uses for an object whose ``__call__`` is not a coroutine
+    function, ``(scope, receive, send)`` ASGI 3. Called with nothing it raises TypeError, which is
+    how uvicorn tells an app from a factory."""
+
+    def __init__(self, build: Callable[[], Any] = build_app) -> None:
+        self._build = build
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    def app(self) -> Any:
+        """The built app (built now, once per process, if it was not yet)."""
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._build()
+        return self._app
+
+    def __call__(self, *args: Any) -> Any:
+        if len(args) == 2:
+            _expect_runner(asgi=False)
+            return self.app()(*args)
+        if len(args) == 1:
+            return functools.partial(self._asgi, args[0])
+        if len(args) == 3:
+            return self._asgi(*args)
+        raise TypeError(
+            "mlflow_descope_auth.server.app:create_app is the app itself (ASGI and WSGI), not a factory"
+        )
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            _expect_runner(asgi=True)
+            # Built in the event loop's thread: the first call is uvicorn's start-up (lifespan),
+            # before it serves any request.
+            app = self.app()
+        except Exception as exc:
+            if scope["type"] != "lifespan":
+                raise
+            # uvicorn stops this worker with the message, instead of serving without an app.
+            await receive()
+            await send({"type": "lifespan.startup.failed", "message": f"mlflow-descope-auth: {exc}"})
+            return
+        await app(scope, receive, send)
+
+
+def _expect_runner(*, asgi: bool) -> None:
+    """MLflow's auth app builds a FastAPI app exactly when its workers are told "uvicorn": the
+    server that calls must be the one MLflow announced."""
+    runner = mlflow_internals.server_runner()
+    if asgi != (runner == "uvicorn"):
+        announced = f"{mlflow_internals.SGI_NAME_VARIABLE}={runner}" if runner else "no server"
+        served = "an ASGI server" if asgi else "a WSGI server"
+        raise RuntimeError(
+            f"the app is served by {served}, but MLflow announced {announced}: start it with "
+            "mlflow server --app-name descope [--gunicorn-opts ... | --waitress-opts ...]"
+        )
+
+
+create_app = DescopeApp()
 
 
 def _refuse_to_start_without_config() -> None:
@@ -71,6 +152,8 @@ def _refuse_to_start_without_config() -> None:
         DescopeClient.from_env()
     except ConfigurationError as exc:
         sys.exit(f"mlflow-descope-auth: {exc}")
+    # Still in `mlflow server`, before it starts the workers and the job runner: they inherit it.
+    internal_credential.issue_for_server_start(os.environ)
 
 
 _refuse_to_start_without_config()

@@ -105,7 +105,7 @@ class DescopeASGIMiddleware:
         scope = _apply_header_changes(scope, verdict.header_changes)
         send = _with_cookies(send, verdict.set_cookies)
         identity = verdict.identity
-        if identity is not None:  # None only on the gate's public paths
+        if identity is not None:  # None only on public paths and server jobs' gateway calls
             refusal, target = self.policy.check(req.method, req.path, identity)
             if refusal is not None:
                 await send_response(send, refusal)

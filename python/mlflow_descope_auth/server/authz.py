@@ -27,6 +27,7 @@ from mlflow_descope_auth.clients import get_descope_client
 from mlflow_descope_auth.server import display_names
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 from mlflow_descope_auth.server.http import parse_cookies
+from mlflow_descope_auth.server.internal_credential import InternalCredential
 
 _log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ def authorize() -> Authorization | Response:
 
 
 def _authorize() -> Authorization | Response:
+    job_user = _job_user()
+    if job_user is not None:
+        return job_user
     token = _credential()
     if token is None:
         return _json_error(401, "UNAUTHENTICATED", "sign in with Descope")
@@ -106,7 +110,32 @@ def _authorize() -> Authorization | Response:
     provision(identity)
     display_names.remember_quietly(identity)
     g._descope_identity = identity
+    # MLflow hands this user to the jobs the request starts, so they call the gateway as this user.
+    mlflow_internals.expose_username_to_handlers(identity.username)
     return Authorization("bearer", {"username": identity.username})
+
+
+# This server start's internal credential (set by app.create_app; disabled when used on its own).
+_internal: InternalCredential = InternalCredential(None, "")
+
+
+def use_internal_credential(credential: InternalCredential) -> None:
+    global _internal
+    _internal = credential
+
+
+def _job_user() -> Authorization | Response | None:
+    """A server job's gateway call (server/internal_credential.py), checked again here, as the gate
+    did: the user it names, who must be a user of this server already; None when the request
+    does not carry the internal credential."""
+    username = _internal.username(request.method, request.path, request.headers.get("Authorization"))
+    if username is None:
+        return None
+    from mlflow.server.auth import store
+
+    if username == BOOTSTRAP_ADMIN or username.startswith("__") or not store.has_user(username):
+        return _json_error(403, "PERMISSION_DENIED", "a server job may act only as a user of this server")
+    return Authorization("basic", {"username": username})
 
 
 def verified_admin() -> bool | None:

@@ -34,6 +34,7 @@ from mlflow_descope_auth.server.http import (
     error,
     session_cookies,
 )
+from mlflow_descope_auth.server.internal_credential import InternalCredential
 from mlflow_descope_auth.server.settings import ServerSettings
 
 _log = logging.getLogger(__name__)
@@ -97,9 +98,14 @@ def is_navigation(req: Request) -> bool:
 
 class Gate:
     def __init__(
-        self, client: DescopeClient, settings: ServerSettings, refresher: RefreshCoordinator | None = None
+        self,
+        client: DescopeClient,
+        settings: ServerSettings,
+        refresher: RefreshCoordinator | None = None,
+        internal: InternalCredential | None = None,
     ) -> None:
         self.client = client
+        self.internal = internal or InternalCredential(None, settings.static_prefix)
         self.settings = settings
         self.prefix = settings.static_prefix
         # Without a store the coordinator serves this process only, and its results never leave it:
@@ -153,6 +159,9 @@ class Gate:
         unless ``check_cached`` already answered."""
         strip = _client_descope_headers(req)
         if self.is_public(req.path):
+            return Verdict(header_changes=strip)
+        if self.internal.username(req.method, req.path, req.headers.get("authorization")) is not None:
+            # A server job's gateway call: MLflow's gateway check decides, as the job's user (authz).
             return Verdict(header_changes=strip)
         try:
             verdict = self._check_credentials(req)

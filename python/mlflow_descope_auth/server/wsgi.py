@@ -105,7 +105,7 @@ class DescopeWSGIMiddleware:
 
             start_response = start_with_cookies
         identity = verdict.identity
-        if identity is not None:  # None only on the gate's public paths
+        if identity is not None:  # None only on public paths and server jobs' gateway calls
             refusal, target = self.policy.check(req.method, req.path, identity)
             if refusal is not None:
                 return _respond(start_response, refusal)
