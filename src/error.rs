@@ -110,6 +110,14 @@ pub enum Error {
     /// reach, the session cannot be renewed right now but nothing is wrong with it.
     #[error("coordinating the session refresh failed: {0}; retry in a moment")]
     Coordination(String),
+
+    /// The session `mlflow-descope-auth login` stored cannot be used (gone, unreadable, or Descope
+    /// refused to renew it): only signing in again helps.
+    #[error(
+        "the session `mlflow-descope-auth login` stored for {tracking_uri} {why}; \
+         run `mlflow-descope-auth login --tracking-uri {tracking_uri}` again"
+    )]
+    StoredLogin { tracking_uri: String, why: String },
 }
 
 fn subject(var: &str, keyword: Option<&str>) -> String {
@@ -153,6 +161,7 @@ impl Error {
             Error::AccessKeyRejected(_) => ErrorKind::AccessKeyRejected,
             Error::Api { .. } => ErrorKind::Api,
             Error::Coordination(_) => ErrorKind::Unreachable,
+            Error::StoredLogin { .. } => ErrorKind::RefreshFailed,
         }
     }
 
@@ -169,6 +178,7 @@ impl Error {
             Error::AccessKeyRejected(_) => "access_key_rejected",
             Error::Api { .. } => "descope_api",
             Error::Coordination(_) => "refresh_store_unavailable",
+            Error::StoredLogin { .. } => "refresh_failed",
         }
     }
 
@@ -273,6 +283,7 @@ mod tests {
             Error::AccessKeyRejected("x".into()),
             Error::Api { operation: "key fetch", reason: "r".into() },
             Error::Coordination("store down".into()),
+            Error::StoredLogin { tracking_uri: "https://m".into(), why: "is gone".into() },
         ];
         let codes: Vec<&str> = errors.iter().map(Error::code).collect();
         assert_eq!(
@@ -287,7 +298,8 @@ mod tests {
                 "refresh_failed",
                 "access_key_rejected",
                 "descope_api",
-                "refresh_store_unavailable"
+                "refresh_store_unavailable",
+                "refresh_failed"
             ]
         );
         assert!(codes.iter().all(|c| CODES.contains(c)));

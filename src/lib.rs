@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod client;
 pub mod clock;
+pub mod code_seal;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -16,6 +17,7 @@ pub mod permission;
 pub mod refresh;
 pub mod session;
 pub mod settings;
+pub mod stored_login;
 pub mod token;
 
 #[cfg(feature = "python")]
@@ -30,3 +32,4 @@ pub use identity::{Identity, TenantAccess};
 pub use permission::Permission;
 pub use refresh::{RefreshCoordinator, SharedStore};
 pub use session::{ClientSession, Source};
+pub use stored_login::StoredLogin;

@@ -16,6 +16,7 @@ use crate::identity::Identity;
 use crate::session::{ClientSession, Source};
 
 mod refresh;
+mod stored;
 
 create_exception!(
     mlflow_descope_auth,
@@ -473,8 +474,9 @@ impl PyDescopeClient {
     }
 }
 
-/// The session a client script sends: renewed ahead of expiry from an access key or a refresh
-/// token, one renewal at a time however many threads ask.
+/// The session a client script sends: renewed ahead of expiry from an access key, a refresh token
+/// or the login file `mlflow-descope-auth login` stored, one renewal at a time however many threads
+/// (and, for a login file, processes) ask.
 #[pyclass(frozen, name = "ClientSession", module = "mlflow_descope_auth")]
 pub struct PyClientSession {
     inner: Arc<ClientSession>,
@@ -483,18 +485,32 @@ pub struct PyClientSession {
 #[pymethods]
 impl PyClientSession {
     #[new]
-    #[pyo3(signature = (client, *, access_key=None, session_token=None, refresh_token=None, refresh_margin=60))]
+    #[pyo3(signature = (
+        client, *, access_key=None, session_token=None, refresh_token=None, login_file=None, tracking_uri=None,
+        refresh_margin=60
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         client: &PyDescopeClient,
         access_key: Option<String>,
         session_token: Option<String>,
         refresh_token: Option<String>,
+        login_file: Option<std::path::PathBuf>,
+        tracking_uri: Option<String>,
         refresh_margin: i64,
     ) -> PyResult<Self> {
-        let source = match access_key {
-            Some(k) => Source::AccessKey(k),
-            None => Source::Tokens { session: session_token, refresh: refresh_token },
+        let source = match (access_key, login_file, tracking_uri) {
+            (Some(k), None, None) => Source::AccessKey(k),
+            (None, Some(path), Some(tracking_uri)) if session_token.is_none() && refresh_token.is_none() => {
+                Source::LoginFile { path, tracking_uri }
+            }
+            (None, None, None) => Source::Tokens { session: session_token, refresh: refresh_token },
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "pass access_key, or session_token/refresh_token, or login_file with tracking_uri",
+                ))
+            }
         };
         let client = client.inner.clone();
         let session = py.detach(move || ClientSession::new(client, source, refresh_margin)).map_err(to_pyerr)?;
@@ -553,5 +569,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AccessKeyExchangeError", py.get_type::<AccessKeyExchangeError>())?;
     add_error_codes(py)?;
     crate::py_settings::register(m)?;
+    stored::register(m)?;
     Ok(())
 }

@@ -114,7 +114,13 @@ impl Sealer {
                 "the server secret is shorter than 16 bytes; set a long random value, the same on every replica",
             ));
         }
-        let prk = Salt::new(HKDF_SHA256, SEAL_SALT).extract(secret);
+        Self::derive(secret, SEAL_SALT)
+    }
+
+    /// A sealer whose key is derived from `secret` with `salt`: one salt per purpose, so that a
+    /// blob sealed for one purpose never opens for another even under the same secret.
+    pub(crate) fn derive(secret: &[u8], salt: &[u8]) -> Result<Self> {
+        let prk = Salt::new(HKDF_SHA256, salt).extract(secret);
         let okm = prk
             .expand(&[SEAL_INFO], &AES_256_GCM)
             .map_err(|_| Error::Coordination("cannot derive the sealing key".into()))?;
@@ -143,13 +149,18 @@ impl Sealer {
                     .into(),
             )
         };
+        self.try_open(key, blob).ok_or_else(unreadable)
+    }
+
+    /// The plaintext, or `None` when `blob` was not sealed by this key under `key` (or was altered).
+    pub(crate) fn try_open(&self, key: &str, blob: &[u8]) -> Option<Vec<u8>> {
         if blob.len() < 1 + NONCE_LEN || blob[0] != SEAL_VERSION {
-            return Err(unreadable());
+            return None;
         }
-        let nonce = Nonce::try_assume_unique_for_key(&blob[1..1 + NONCE_LEN]).map_err(|_| unreadable())?;
+        let nonce = Nonce::try_assume_unique_for_key(&blob[1..1 + NONCE_LEN]).ok()?;
         let mut data = blob[1 + NONCE_LEN..].to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(key.as_bytes()), &mut data).map_err(|_| unreadable())?;
-        Ok(plain.to_vec())
+        let plain = self.key.open_in_place(nonce, Aad::from(key.as_bytes()), &mut data).ok()?;
+        Some(plain.to_vec())
     }
 }
 

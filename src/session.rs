@@ -1,10 +1,13 @@
-//! A client-side session: the token a script sends, renewed ahead of expiry, one renewal at a time.
+//! A client-side session: the token a script sends, renewed ahead of expiry, one renewal at a time
+//! (across the processes sharing a stored login, too).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::client::{DescopeClient, IssuedSession};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
+use crate::stored_login::{self, sign_in_again, StoredLogin};
 
 /// Where new sessions come from.
 pub enum Source {
@@ -12,6 +15,15 @@ pub enum Source {
     AccessKey(String),
     /// A session token and, optionally, a refresh token (rotated as Descope rotates it).
     Tokens { session: Option<String>, refresh: Option<String> },
+    /// The login `mlflow-descope-auth login` stored for `tracking_uri` in `path` (see
+    /// [`stored_login`]): read when a session is needed, renewed under the file's lock, and the
+    /// rotated tokens written back for the other processes.
+    LoginFile { path: PathBuf, tracking_uri: String },
+}
+
+struct LoginFile {
+    path: PathBuf,
+    tracking_uri: String,
 }
 
 struct Current {
@@ -24,6 +36,7 @@ struct Current {
 pub struct ClientSession {
     client: Arc<DescopeClient>,
     access_key: Option<String>,
+    login_file: Option<LoginFile>,
     refresh: Mutex<Option<String>>,
     current: RwLock<Option<Current>>,
     renew_lock: Mutex<()>,
@@ -37,6 +50,20 @@ impl ClientSession {
         let (access_key, session, refresh) = match source {
             Source::AccessKey(k) => (Some(k), None, None),
             Source::Tokens { session, refresh } => (None, session, refresh),
+            Source::LoginFile { path, tracking_uri } => {
+                let file = LoginFile { path, tracking_uri };
+                // Fails now when there is nothing usable; the session itself is read on first use.
+                file.load("cannot be read")?;
+                return Ok(ClientSession {
+                    client,
+                    access_key: None,
+                    login_file: Some(file),
+                    refresh: Mutex::new(None),
+                    current: RwLock::new(None),
+                    renew_lock: Mutex::new(()),
+                    margin: margin.max(0),
+                });
+            }
         };
         if access_key.is_none() && session.is_none() && refresh.is_none() {
             return Err(Error::config(
@@ -47,6 +74,7 @@ impl ClientSession {
         let s = ClientSession {
             client,
             access_key,
+            login_file: None,
             refresh: Mutex::new(refresh),
             current: RwLock::new(None),
             renew_lock: Mutex::new(()),
@@ -71,9 +99,13 @@ impl ClientSession {
         self.access_key.is_some() || self.refresh.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
-    fn install(&self, token: Arc<str>, identity: Arc<Identity>) {
+    fn renew_at(&self, identity: &Identity) -> i64 {
         let lifetime = identity.expires_at - identity.issued_at.unwrap_or(identity.expires_at - 600);
-        let renew_at = identity.expires_at - self.margin.min(lifetime / 4).max(1);
+        identity.expires_at - self.margin.min(lifetime / 4).max(1)
+    }
+
+    fn install(&self, token: Arc<str>, identity: Arc<Identity>) {
+        let renew_at = self.renew_at(&identity);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Current { token, identity, renew_at });
     }
 
@@ -107,7 +139,10 @@ impl ClientSession {
                 }
             }
         }
-        let issued = self.obtain()?;
+        let issued = match &self.login_file {
+            Some(file) => self.obtain_stored(file, rejected)?,
+            None => self.obtain()?,
+        };
         let token: Arc<str> = issued.session_jwt.into();
         self.install(token.clone(), issued.identity.clone());
         Ok((token, issued.identity))
@@ -140,5 +175,60 @@ impl ClientSession {
             refresh.clone_from(&issued.refresh_jwt);
         }
         Ok(issued)
+    }
+
+    /// Under the login file's lock: the session another process already renewed, if it is still
+    /// good (and not the one the server just refused), else a refresh, written back before the lock
+    /// is released so that the next process uses the rotated refresh token.
+    fn obtain_stored(&self, file: &LoginFile, rejected: Option<&str>) -> Result<IssuedSession> {
+        let _held = stored_login::lock(&file.path).map_err(|e| {
+            Error::Coordination(format!("cannot lock the stored session {} ({e})", file.path.display()))
+        })?;
+        let login = file.load("is gone (signed out)")?;
+        if rejected != Some(login.session_token.as_str()) {
+            match self.client.validate(&login.session_token) {
+                Ok(identity) => {
+                    let usable_until =
+                        if login.refresh_token.is_some() { self.renew_at(&identity) } else { identity.expires_at };
+                    if self.now() < usable_until {
+                        return Ok(IssuedSession {
+                            session_jwt: login.session_token,
+                            refresh_jwt: login.refresh_token,
+                            identity,
+                            cookie_max_age: None,
+                        });
+                    }
+                }
+                // Expired, or signed by a rotated key: the refresh token decides.
+                Err(Error::ExpiredToken { .. } | Error::InvalidToken(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(refresh) = login.refresh_token.as_deref() else {
+            return Err(sign_in_again(&file.tracking_uri, "expired and has no refresh token"));
+        };
+        let issued = match self.client.refresh(refresh) {
+            Ok(issued) => issued,
+            Err(Error::RefreshFailed(why)) => {
+                return Err(sign_in_again(&file.tracking_uri, format!("cannot be renewed ({why})")))
+            }
+            // Descope out of reach: the stored session stays for a retry.
+            Err(e) => return Err(e),
+        };
+        let renewed = StoredLogin {
+            session_token: issued.session_jwt.clone(),
+            refresh_token: issued.refresh_jwt.clone().or(login.refresh_token.clone()),
+            ..login
+        };
+        stored_login::save(&file.path, &renewed).map_err(|e| {
+            Error::Coordination(format!("cannot write the renewed session to {} ({e})", file.path.display()))
+        })?;
+        Ok(issued)
+    }
+}
+
+impl LoginFile {
+    fn load(&self, missing: &str) -> Result<StoredLogin> {
+        stored_login::load_for(&self.path, &self.tracking_uri, missing)
     }
 }

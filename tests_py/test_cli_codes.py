@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from mlflow_descope_auth._core import InvalidTokenError, open_with_code
 from mlflow_descope_auth.server.cli_login import CliCodes, CliLoginError, CliRequest
 
 from .postgres import Postgres, postgres_server
@@ -85,7 +87,11 @@ def test_the_table_holds_nothing_a_reader_could_use(db_uri: str) -> None:
     assert challenge == request.challenge and verifier not in challenge
     raw = bytes(sealed)
     for secret in (*TOKENS.values(), code):
-        assert secret.encode() not in raw and secret.encode() not in base64.urlsafe_b64decode(raw)
+        assert secret.encode() not in raw
+    # Sealed by the core with the code: nothing else opens it, the code does.
+    with pytest.raises(InvalidTokenError):
+        open_with_code(secrets.token_urlsafe(32), raw)
+    assert json.loads(open_with_code(code, raw)) == TOKENS
 
 
 def test_a_code_with_the_wrong_verifier_is_spent(db_uri: str) -> None:

@@ -24,8 +24,15 @@ __all__ = [
     "RefreshFailedError",
     "SessionResult",
     "Setting",
+    "StoredLogin",
     "__version__",
     "check_setting",
+    "delete_login",
+    "load_login",
+    "logout_login",
+    "open_with_code",
+    "save_login",
+    "seal_with_code",
 ]
 
 # Every exception carries `code`, a stable snake_case word for what went wrong (branch on it, never on
@@ -45,7 +52,8 @@ __all__ = [
 #   token_claims         a claim the mapping needs is missing or unusable (sub, exp, username)
 #   token_invalid        refused for another reason (e.g. no token at all)
 #   descope_unreachable  network error, timeout, or a 5xx/429 from Descope    DescopeUnreachableError
-#   refresh_failed       Descope refused to refresh the session               RefreshFailedError
+#   refresh_failed       Descope refused to refresh the session, or the stored `login` is unusable
+#                        (gone, unreadable): run `mlflow-descope-auth login` again  RefreshFailedError
 #   access_key_rejected  Descope refused to exchange the access key           AccessKeyExchangeError
 #   descope_api          Descope refused another request (e.g. the key fetch) DescopeApiError
 #   refresh_store_unavailable  the server's shared refresh store failed        DescopeUnreachableError
@@ -222,7 +230,10 @@ class DescopeClient:
 
 @final
 class ClientSession:
-    """The session a client script sends, renewed ahead of expiry, one renewal at a time."""
+    """The session a client script sends, renewed ahead of expiry, one renewal at a time. From an
+    access key, a session and/or refresh token, or the ``login_file`` that ``mlflow-descope-auth
+    login`` stored for ``tracking_uri`` (renewed under the file's lock, rotated tokens written back;
+    RefreshFailedError, saying to sign in again, when the file is gone or cannot be renewed)."""
 
     def __new__(
         cls,
@@ -231,6 +242,8 @@ class ClientSession:
         access_key: str | None = None,
         session_token: str | None = None,
         refresh_token: str | None = None,
+        login_file: str | None = None,
+        tracking_uri: str | None = None,
         refresh_margin: int = 60,
     ) -> ClientSession: ...
     def token(self) -> str: ...
@@ -258,3 +271,49 @@ class RefreshCoordinator:
     def refresh(self, refresh_token: str) -> SessionResult: ...
     def revoke(self, refresh_token: str) -> None: ...
     def sign_out(self, refresh_token: str) -> None: ...
+
+@final
+class StoredLogin:
+    """A session ``mlflow-descope-auth login`` stores for one tracking server. Its tokens go into the
+    core and are never read back; ``renewable`` says whether it holds a refresh token."""
+
+    def __new__(
+        cls,
+        *,
+        tracking_uri: str,
+        project_id: str,
+        base_url: str,
+        session_token: str,
+        refresh_token: str | None,
+        user: str,
+    ) -> StoredLogin: ...
+    @property
+    def tracking_uri(self) -> str: ...
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def renewable(self) -> bool: ...
+    def with_tracking_uri(self, tracking_uri: str) -> StoredLogin: ...
+
+def load_login(path: str, tracking_uri: str) -> StoredLogin:
+    """The login stored in ``path`` for ``tracking_uri``; RefreshFailedError (saying to run
+    ``mlflow-descope-auth login`` again) when there is none or it is not this package's."""
+
+def save_login(path: str, login: StoredLogin) -> None:
+    """Writes ``login`` atomically (0600 in a 0700 directory), under the file's lock. OSError."""
+
+def delete_login(path: str) -> bool:
+    """Deletes the login under the file's lock; False when there was none. OSError."""
+
+def logout_login(path: str, client: DescopeClient) -> None:
+    """Ends the login's refresh token at Descope (nothing without one); the file stays."""
+
+def seal_with_code(code: str, payload: bytes) -> bytes:
+    """``payload`` sealed with a key derived from the one-time ``code`` (AES-256-GCM, versioned)."""
+
+def open_with_code(code: str, blob: bytes) -> bytes:
+    """What ``seal_with_code`` sealed; InvalidTokenError for another code or an altered blob."""

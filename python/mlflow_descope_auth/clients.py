@@ -11,9 +11,14 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Protocol
 
-from mlflow_descope_auth._core import SETTINGS, ClientSession, ConfigurationError, DescopeClient, Identity
+from mlflow_descope_auth._core import (
+    SETTINGS,
+    ClientSession,
+    ConfigurationError,
+    DescopeClient,
+    load_login,
+)
 
 # Every variable a DescopeClient is built from (the settings with a DescopeClient keyword, which is
 # what the core's configuration reads); a change to any of them means a new client.
@@ -26,20 +31,11 @@ _SESSION_KEY_VARIABLES = ("DESCOPE_PROJECT_ID", "DESCOPE_BASE_URI", *CREDENTIAL_
 _ENV_RECHECK_SECONDS = 1.0
 
 
-class SessionSource(Protocol):
-    """What the client plugins send: the core's ``ClientSession``, or a ``StoredSession``."""
-
-    def token(self) -> str: ...
-    def identity(self) -> Identity: ...
-    def token_and_identity(self) -> tuple[str, Identity]: ...
-    def renew_after_rejection(self, rejected_token: str) -> str: ...
-
-
 _lock = threading.Lock()
 _session_checked_until = 0.0
 _configured: tuple[int, float, bool] | None = None
 _client: tuple[int, tuple[str | None, ...], DescopeClient] | None = None
-_session: tuple[int, tuple[str | None, ...], SessionSource] | None = None
+_session: tuple[int, tuple[str | None, ...], ClientSession] | None = None
 
 
 def _snapshot(names: tuple[str, ...], environ: Mapping[str, str]) -> tuple[str | None, ...]:
@@ -108,7 +104,7 @@ def descope_configured(environ: Mapping[str, str] | None = None) -> bool:
     return result
 
 
-def get_client_session(environ: Mapping[str, str] | None = None) -> SessionSource:
+def get_client_session(environ: Mapping[str, str] | None = None) -> ClientSession:
     """The session client scripts send, from ``DESCOPE_ACCESS_KEY`` (preferred: it never runs out)
     or ``DESCOPE_SESSION_TOKEN`` with an optional ``DESCOPE_REFRESH_TOKEN``; without any of them,
     the one `mlflow-descope-auth login` stored for the tracking server."""
@@ -124,9 +120,9 @@ def get_client_session(environ: Mapping[str, str] | None = None) -> SessionSourc
         if environ is None:
             _session_checked_until = time.monotonic() + _ENV_RECHECK_SECONDS
         return cached[2]
-    session: SessionSource
+    session: ClientSession
     if stored_uri is not None:
-        session = _stored_session(stored_uri, env)
+        session, _ = stored_client_session(stored_uri, env)
     elif not any(env.get(n) for n in CREDENTIAL_VARIABLES):
         err = ConfigurationError(
             "configuration error in DESCOPE_ACCESS_KEY: no credential for the MLflow server "
@@ -153,17 +149,19 @@ def get_client_session(environ: Mapping[str, str] | None = None) -> SessionSourc
         return session
 
 
-def _stored_session(tracking_uri: str, env: Mapping[str, str]) -> SessionSource:
-    """The stored login's project and Descope URL, unless this environment names a project."""
+def stored_client_session(tracking_uri: str, env: Mapping[str, str]) -> tuple[ClientSession, DescopeClient]:
+    """The core's session over the login file stored for ``tracking_uri``, with the stored login's
+    project and Descope URL unless this environment names a project; RefreshFailedError (saying to
+    sign in again) when there is no usable login."""
     from mlflow_descope_auth.client import stored_login
-    from mlflow_descope_auth.client.stored_session import StoredSession, sign_in_again
 
-    login = stored_login.load(tracking_uri)
-    if login is None:
-        raise sign_in_again(stored_login.normalize_uri(tracking_uri), "cannot be read")
+    uri = stored_login.normalize_uri(tracking_uri)
+    path = str(stored_login.session_path(uri))
+    login = load_login(path, uri)
     if not env.get("DESCOPE_PROJECT_ID"):
         env = {**env, "DESCOPE_PROJECT_ID": login.project_id, "DESCOPE_BASE_URI": login.base_url}
-    return StoredSession(tracking_uri, get_descope_client(env))
+    client = get_descope_client(env)
+    return ClientSession(client, login_file=path, tracking_uri=uri), client
 
 
 def reset() -> None:

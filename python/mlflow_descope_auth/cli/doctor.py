@@ -14,6 +14,7 @@ import click
 import requests
 
 from mlflow_descope_auth._core import (
+    ClientSession,
     ConfigurationError,
     DescopeApiError,
     DescopeAuthError,
@@ -208,12 +209,12 @@ class Doctor:
 
     def stored_session(self) -> None:
         """The session `mlflow-descope-auth login` stored, renewed as a script would renew it."""
-        from mlflow_descope_auth.client.stored_session import StoredSession
-
         assert self.client is not None and self.stored is not None
         uri = self.stored.tracking_uri
         try:
-            token, identity = StoredSession(uri, self.client).token_and_identity()
+            path = str(stored_login.session_path(uri))
+            session = ClientSession(self.client, login_file=path, tracking_uri=uri)
+            token, identity = session.token_and_identity()
         except DescopeAuthError as exc:
             self.report("FAIL", str(exc))
             return

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import click
 import requests
 
-from mlflow_descope_auth._core import DescopeAuthError, DescopeClient
+from mlflow_descope_auth._core import DescopeAuthError, DescopeClient, logout_login
 from mlflow_descope_auth.cli.credentials import expiry_text, user_errors
 from mlflow_descope_auth.client import stored_login
 
@@ -193,9 +193,10 @@ def logout(tracking_uri: str | None) -> None:
     if stored is None and not stored_login.exists(uri):
         click.echo(f"Not signed in to {uri}; nothing to do.", err=True)
         return
-    if stored is not None and stored.refresh_token:
+    if stored is not None and stored.renewable:
         try:
-            DescopeClient(stored.project_id, base_url=stored.base_url).logout(stored.refresh_token)
+            client = DescopeClient(stored.project_id, base_url=stored.base_url)
+            logout_login(str(stored_login.session_path(uri)), client)
         except DescopeAuthError as exc:
             click.echo(f"Could not end the session at Descope ({exc}); deleting it here anyway.", err=True)
     stored_login.delete(uri)

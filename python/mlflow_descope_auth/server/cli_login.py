@@ -8,10 +8,10 @@ for the tokens at ``POST /auth/cli/token``. No token is ever in a URL: the code 
 without the verifier, is good once, and for ``CODE_TTL_SECONDS``.
 
 Codes live in the auth DB (table ``descope_auth_cli_codes``), which every worker and replica shares.
-A row holds the SHA-256 of the code, the challenge and the tokens encrypted with a key derived from
-the code itself: whoever reads the table (or a backup) cannot redeem or decrypt anything. Single use
-across processes comes from the database: of all requests that ``DELETE`` a code's row, exactly one
-sees a row deleted.
+A row holds the SHA-256 of the code, the challenge and the tokens sealed by the core with a key
+derived from the code itself (``seal_with_code``: HKDF-SHA256, AES-256-GCM): whoever reads the table
+(or a backup) cannot redeem or decrypt anything. Single use across processes comes from the
+database: of all requests that ``DELETE`` a code's row, exactly one sees a row deleted.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mlflow_descope_auth._core import InvalidTokenError, open_with_code, seal_with_code
 
 _log = logging.getLogger(__name__)
 
@@ -85,13 +83,6 @@ def pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _sealer(code: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mlflow-descope-auth cli code").derive(
-        code.encode("ascii")
-    )
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def _digest(code: str) -> str:
     return hashlib.sha256(code.encode("ascii")).hexdigest()
 
@@ -135,7 +126,7 @@ class CliCodes:
     def issue(self, request: CliRequest, tokens: dict[str, Any]) -> str:
         """Saves ``tokens`` under a new code bound to the request's challenge; returns the code."""
         code = secrets.token_urlsafe(32)
-        sealed = _sealer(code).encrypt(json.dumps(tokens).encode())
+        sealed = seal_with_code(code, json.dumps(tokens).encode())
         from sqlalchemy.exc import SQLAlchemyError
 
         now = time.time()
@@ -181,8 +172,8 @@ class CliCodes:
         if not secrets.compare_digest(pkce_challenge(verifier), row.challenge):
             raise CliLoginError("the verifier does not match this sign-in; sign in again")
         try:
-            tokens: dict[str, Any] = json.loads(_sealer(code).decrypt(bytes(row.sealed)))
-        except InvalidToken as exc:  # only if the row was tampered with
+            tokens: dict[str, Any] = json.loads(open_with_code(code, bytes(row.sealed)))
+        except InvalidTokenError as exc:  # only if the row was tampered with
             raise CliLoginError("this sign-in code cannot be read; sign in again") from exc
         return tokens
 
