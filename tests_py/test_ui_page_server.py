@@ -19,7 +19,10 @@ from .descope_server import DescopeServer, descope_server
 from .unit.inprocess import expired_session
 
 BROWSER_FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
-SCRIPT_TAG = re.compile(rb'<script src="/auth/static/mlflow-ui\.js\?v=[0-9a-f]{12}" defer></script></head>')
+SCRIPT_TAG = re.compile(
+    rb'<script src="/auth/static/mlflow-ui\.js\?v=[0-9a-f]{12}" defer></script>'
+    rb'<script src="/auth/static/admin-page\.js\?v=[0-9a-f]{12}" defer></script></head>'
+)
 
 
 @pytest.fixture(scope="module")
