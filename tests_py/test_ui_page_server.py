@@ -162,3 +162,23 @@ def test_names_of_users_seen_are_given_to_signed_in_users_only(server: DescopeSe
     assert names.headers["Cache-Control"] == "no-store"
     anonymous = requests.get(server.url + "/auth/names", params={"ids": editor_id}, timeout=30)
     assert anonymous.status_code == 401
+
+
+def test_a_name_shaped_like_a_user_id_is_not_given_as_a_name(server: DescopeServer, emu: Emulator) -> None:
+    # MLflow's page replaces a user id with that user's name: a reader whose token's `name` is the
+    # editor's id would be shown under the editor's name. The reader's email is shown instead.
+    editor_id = emu.session_claims("editor")["sub"]
+    claims = emu.session_claims("reader")
+    claims["name"] = editor_id
+    reader_id = claims["sub"]
+    token = emu.sign(claims)
+    seen = requests.get(
+        server.url + "/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert seen.status_code == 200, seen.text
+    names = server.api("GET", "/auth/names", "editor", params={"ids": reader_id})
+    assert names.status_code == 200, names.text
+    assert names.json() == {reader_id: claims["email"]}
