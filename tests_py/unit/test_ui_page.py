@@ -30,9 +30,13 @@ BROWSER_FETCH = {"sec-fetch-mode": "cors", "sec-fetch-site": "same-origin"}
 
 
 def tag(prefix: str = "") -> re.Pattern[bytes]:
+    """The injected tags: one per ``ui_page.UI_SCRIPTS`` file, in that order."""
     return re.compile(
-        re.escape(f'<script src="{prefix}/auth/static/mlflow-ui.js?v='.encode())
-        + rb'[0-9a-f]{12}" defer></script>'
+        b"".join(
+            re.escape(f'<script src="{prefix}/auth/static/{name}?v='.encode())
+            + rb'[0-9a-f]{12}" defer></script>'
+            for name in ("mlflow-ui.js", "admin-page.js")
+        )
     )
 
 
