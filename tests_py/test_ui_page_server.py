@@ -80,6 +80,25 @@ def test_the_script_is_served_without_a_session_and_the_ui_build_stays_cacheable
     assert "max-age" in asset.headers["Cache-Control"]
 
 
+def test_a_ui_build_file_that_carries_a_renewed_session_is_not_cached(server: DescopeServer) -> None:
+    # The session ended while the tab was open: the browser's next request may be for one of the
+    # UI's build files, and the gate renews the session on it. A shared cache must not keep that
+    # answer (public, for weeks) with someone's session cookies in it.
+    page = server.api("GET", "/", "reader")
+    main_js = re.search(rb'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', page.content)
+    assert main_js is not None, page.text
+    refresh = server.session("reader")["refreshJwt"]
+    asset = requests.get(
+        server.url + "/" + main_js.group(1).decode(),
+        headers={"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "same-origin"},
+        cookies={"DSR": refresh},
+        timeout=60,
+    )
+    assert asset.status_code == 200
+    assert "DS" in asset.cookies
+    assert asset.headers["Cache-Control"] == "no-store"
+
+
 def test_api_answers_for_a_signed_in_user_are_not_cached(server: DescopeServer) -> None:
     listed = server.api("GET", "/api/2.0/mlflow/experiments/search", "reader", params={"max_results": 5})
     assert listed.status_code == 200, listed.text
