@@ -160,6 +160,22 @@ def test_a_denial_names_the_level_and_the_resource(method: str, template: str, l
     assert "DESCOPE_" not in message
 
 
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("GET", "API/3.0/mlflow/roles/list"),
+        ("GET", "API/2.0/mlflow/users/get"),
+        ("POST", "API/3.0/mlflow/users/permissions/grant"),
+        ("POST", "API/3.0/mlflow/roles/assign"),
+    ],
+)
+def test_a_denial_on_the_admin_routes_says_they_are_for_admins(method: str, template: str) -> None:
+    # A reader refused the role list must not be told to ask for READ, which they already have.
+    message = denial_message(method, template)
+    assert "for admins of this server" in message
+    assert "access to" not in message
+
+
 def test_a_401_for_a_browser_speaks_to_the_person(
     client: DescopeClient, emulator: Emulator, tmp_path: Path
 ) -> None:

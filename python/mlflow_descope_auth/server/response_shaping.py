@@ -82,6 +82,12 @@ def shaping_for(
 def denial_message(method: str, template: str) -> str:
     """A refusal a person can act on: the access level the request needs, and on what."""
     route = template.lower()
+    if "/mlflow/users/" in route or "/mlflow/roles/" in route:
+        # MLflow's own account and role routes: no grant on a resource opens them to a non-admin.
+        return (
+            "You do not have permission to do this: managing users, roles and their access is for "
+            "admins of this server. Ask one of them to do it for you."
+        )
     if "permission" in route:
         level = "MANAGE"
     elif method in ("GET", "HEAD"):
