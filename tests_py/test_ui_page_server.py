@@ -19,7 +19,10 @@ from .descope_server import DescopeServer, descope_server
 from .unit.inprocess import expired_session
 
 BROWSER_FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
-SCRIPT_TAG = re.compile(rb'<script src="/auth/static/mlflow-ui\.js\?v=[0-9a-f]{12}" defer></script></head>')
+SCRIPT_TAG = re.compile(
+    rb'<script src="/auth/static/mlflow-ui\.js\?v=[0-9a-f]{12}" defer></script>'
+    rb'<script src="/auth/static/admin-page\.js\?v=[0-9a-f]{12}" defer></script></head>'
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,25 @@ def test_the_script_is_served_without_a_session_and_the_ui_build_stays_cacheable
     assert asset.status_code == 200
     assert "no-store" not in asset.headers.get("Cache-Control", "")
     assert "max-age" in asset.headers["Cache-Control"]
+
+
+def test_a_ui_build_file_that_carries_a_renewed_session_is_not_cached(server: DescopeServer) -> None:
+    # The session ended while the tab was open: the browser's next request may be for one of the
+    # UI's build files, and the gate renews the session on it. A shared cache must not keep that
+    # answer (public, for weeks) with someone's session cookies in it.
+    page = server.api("GET", "/", "reader")
+    main_js = re.search(rb'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', page.content)
+    assert main_js is not None, page.text
+    refresh = server.session("reader")["refreshJwt"]
+    asset = requests.get(
+        server.url + "/" + main_js.group(1).decode(),
+        headers={"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "same-origin"},
+        cookies={"DSR": refresh},
+        timeout=60,
+    )
+    assert asset.status_code == 200
+    assert "DS" in asset.cookies
+    assert asset.headers["Cache-Control"] == "no-store"
 
 
 def test_api_answers_for_a_signed_in_user_are_not_cached(server: DescopeServer) -> None:
@@ -159,3 +181,23 @@ def test_names_of_users_seen_are_given_to_signed_in_users_only(server: DescopeSe
     assert names.headers["Cache-Control"] == "no-store"
     anonymous = requests.get(server.url + "/auth/names", params={"ids": editor_id}, timeout=30)
     assert anonymous.status_code == 401
+
+
+def test_a_name_shaped_like_a_user_id_is_not_given_as_a_name(server: DescopeServer, emu: Emulator) -> None:
+    # MLflow's page replaces a user id with that user's name: a reader whose token's `name` is the
+    # editor's id would be shown under the editor's name. The reader's email is shown instead.
+    editor_id = emu.session_claims("editor")["sub"]
+    claims = emu.session_claims("reader")
+    claims["name"] = editor_id
+    reader_id = claims["sub"]
+    token = emu.sign(claims)
+    seen = requests.get(
+        server.url + "/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert seen.status_code == 200, seen.text
+    names = server.api("GET", "/auth/names", "editor", params={"ids": reader_id})
+    assert names.status_code == 200, names.text
+    assert names.json() == {reader_id: claims["email"]}

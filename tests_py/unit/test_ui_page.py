@@ -30,7 +30,7 @@ BROWSER_FETCH = {"sec-fetch-mode": "cors", "sec-fetch-site": "same-origin"}
 
 
 def tag(prefix: str = "") -> re.Pattern[bytes]:
-    """Our scripts' tags, one after the other, in UI_SCRIPTS order."""
+    """The injected tags: one per ``ui_page.UI_SCRIPTS`` file, in that order."""
     return re.compile(
         b"".join(
             re.escape(f'<script src="{prefix}/auth/static/{name}?v='.encode())
@@ -158,6 +158,22 @@ def test_a_denial_names_the_level_and_the_resource(method: str, template: str, l
     assert f"needs {level} access to {what}" in message
     assert f"Ask an admin of this server to give you {level} on it." in message
     assert "DESCOPE_" not in message
+
+
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("GET", "API/3.0/mlflow/roles/list"),
+        ("GET", "API/2.0/mlflow/users/get"),
+        ("POST", "API/3.0/mlflow/users/permissions/grant"),
+        ("POST", "API/3.0/mlflow/roles/assign"),
+    ],
+)
+def test_a_denial_on_the_admin_routes_says_they_are_for_admins(method: str, template: str) -> None:
+    # A reader refused the role list must not be told to ask for READ, which they already have.
+    message = denial_message(method, template)
+    assert "for admins of this server" in message
+    assert "access to" not in message
 
 
 def test_a_401_for_a_browser_speaks_to_the_person(

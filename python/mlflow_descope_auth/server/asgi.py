@@ -125,7 +125,13 @@ class DescopeASGIMiddleware:
                 scope = _apply_header_changes(
                     scope, {"content-length": str(len(judged)), "transfer-encoding": None}
                 )
-            shaping = shaping_for(req.method, req.path, self.gate.prefix, target.template if target else None)
+            shaping = shaping_for(
+                req.method,
+                req.path,
+                self.gate.prefix,
+                target.template if target else None,
+                sets_cookies=bool(verdict.set_cookies),
+            )
             scope = _apply_header_changes(scope, shaping.request_header_changes())
             send = _shaped(send, shaping)
         await self.app(scope, receive, send)

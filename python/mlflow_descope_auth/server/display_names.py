@@ -9,6 +9,7 @@ a name as soon as any of them saw it; a newer token's name wins over an older on
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -18,6 +19,10 @@ _log = logging.getLogger(__name__)
 
 # Columns sized as MLflow's own username column.
 MAX_LENGTH = 255
+
+# What MLflow's page (static/mlflow-ui.js) takes for a Descope user id and replaces with that user's
+# name: a "name" of this shape would be shown as the name of the user whose id it is.
+_LOOKS_LIKE_USER_ID = re.compile(r"U[0-9A-Za-z]{15,63}")
 
 _CREATE = """CREATE TABLE IF NOT EXISTS descope_auth_display_names (
     username varchar(255) PRIMARY KEY,
@@ -40,10 +45,11 @@ _created: set[str] = set()  # engines (by URL) whose table this process has made
 
 
 def display_name(identity: Identity) -> str | None:
-    """The token's ``name``, else its ``email``; None when neither says more than the username."""
+    """The token's ``name``, else its ``email``; None when neither says more than the username.
+    Text shaped like a user id is not a name (``_LOOKS_LIKE_USER_ID``)."""
     for candidate in (identity.name, identity.email):
         text = (candidate or "").strip()
-        if text and text != identity.username:
+        if text and text != identity.username and not _LOOKS_LIKE_USER_ID.fullmatch(text):
             return text[:MAX_LENGTH]
     return None
 

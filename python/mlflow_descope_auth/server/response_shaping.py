@@ -1,7 +1,8 @@
 """What the gate changes in MLflow's answer to a signed-in person's request, in both adapters:
 
 - ``Cache-Control: no-store`` on everything but the UI's build files (hashed, the same for everyone):
-  after sign-out, Back must not show a person's experiments from the browser's cache;
+  after sign-out, Back must not show a person's experiments from the browser's cache; on those too
+  when the answer carries renewed session cookies (a shared cache would hand them to others);
 - our scripts in MLflow's UI page (``ui_page``);
 - MLflow's bare "Permission denied" (plain text, 403) becomes its JSON error shape with a message
   saying what access is missing and whom to ask; the error code stays ``PERMISSION_DENIED``.
@@ -63,13 +64,16 @@ class Shaping:
         return [*kept, ("Content-Length", str(len(body)))], body
 
 
-def shaping_for(method: str, path: str, prefix: str, template: str | None) -> Shaping:
+def shaping_for(
+    method: str, path: str, prefix: str, template: str | None, *, sets_cookies: bool = False
+) -> Shaping:
     """How to shape MLflow's answer to a signed-in user's request; ``template`` is the normalised
-    route (``route_policy.normalise``), None when no route was matched."""
+    route (``route_policy.normalise``), None when no route was matched. ``sets_cookies``: the answer
+    carries the session the gate just renewed, which no cache may keep, whatever the file."""
     build_file = path.startswith(f"{prefix}/static-files/")
     return Shaping(
         prefix=prefix,
-        no_store=not build_file,
+        no_store=sets_cookies or not build_file,
         ui_page=ui_page.is_ui_page(method, path, prefix),
         denial=None if build_file else denial_message(method, template or path),
     )
@@ -78,6 +82,12 @@ def shaping_for(method: str, path: str, prefix: str, template: str | None) -> Sh
 def denial_message(method: str, template: str) -> str:
     """A refusal a person can act on: the access level the request needs, and on what."""
     route = template.lower()
+    if "/mlflow/users/" in route or "/mlflow/roles/" in route:
+        # MLflow's own account and role routes: no grant on a resource opens them to a non-admin.
+        return (
+            "You do not have permission to do this: managing users, roles and their access is for "
+            "admins of this server. Ask one of them to do it for you."
+        )
     if "permission" in route:
         level = "MANAGE"
     elif method in ("GET", "HEAD"):

@@ -122,7 +122,13 @@ class DescopeWSGIMiddleware:
                 environ["wsgi.input"] = io.BytesIO(judged)
                 environ["CONTENT_LENGTH"] = str(len(judged))
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
-            shaping = shaping_for(req.method, req.path, self.gate.prefix, target.template if target else None)
+            shaping = shaping_for(
+                req.method,
+                req.path,
+                self.gate.prefix,
+                target.template if target else None,
+                sets_cookies=bool(verdict.set_cookies),
+            )
             for name in shaping.request_header_changes():
                 environ.pop("HTTP_" + name.upper().replace("-", "_"), None)
             return _shaped(self.app, environ, start_response, shaping)
