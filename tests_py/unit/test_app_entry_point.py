@@ -101,6 +101,29 @@ def test_a_wsgi_server_gets_the_wsgi_app_built_once(monkeypatch: pytest.MonkeyPa
     assert statuses == ["200 OK"] * 8
 
 
+def test_a_build_that_failed_is_not_tried_again_and_the_worker_answers_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(mlflow_internals.SGI_NAME_VARIABLE, "gunicorn")
+    attempts: list[int] = []
+
+    def build() -> Any:
+        attempts.append(1)
+        raise RuntimeError("cannot reach postgresql://secret-host/auth")
+
+    app = DescopeApp(build)
+    answers: list[tuple[str, bytes]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        answers.append((status, b""))
+
+    bodies = [b"".join(app({"REQUEST_METHOD": "GET"}, start_response)) for _ in range(3)]
+    # A second build would register MLflow's request hooks twice.
+    assert attempts == [1]
+    assert [status for status, _ in answers] == ["503 Service Unavailable"] * 3
+    assert all(b"could not start" in body and b"secret-host" not in body for body in bodies)
+
+
 @pytest.mark.parametrize("shape", ["asgi2", "asgi3"])
 def test_an_asgi_server_gets_the_asgi_app(monkeypatch: pytest.MonkeyPatch, shape: str) -> None:
     monkeypatch.setenv(mlflow_internals.SGI_NAME_VARIABLE, "uvicorn")

@@ -12,6 +12,7 @@ app.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
@@ -22,6 +23,8 @@ from mlflow_descope_auth import mlflow_internals
 from mlflow_descope_auth._core import ConfigurationError, DescopeClient, RefreshCoordinator
 from mlflow_descope_auth.server import internal_credential
 from mlflow_descope_auth.server.settings import ServerSettings
+
+_log = logging.getLogger(__name__)
 
 
 def build_app() -> Any:
@@ -83,20 +86,34 @@ class DescopeApp:
     def __init__(self, build: Callable[[], Any] = build_app) -> None:
         self._build = build
         self._app: Any = None
+        self._failure: Exception | None = None
         self._lock = threading.Lock()
 
     def app(self) -> Any:
-        """The built app (built now, once per process, if it was not yet)."""
+        """The built app (built now, once per process, if it was not yet). A build that failed is
+        not tried again: it may have got as far as registering MLflow's request hooks, and a second
+        set would run every check twice. The worker answers 503 until it is restarted."""
         if self._app is None:
             with self._lock:
+                if self._failure is not None:
+                    raise self._failure
                 if self._app is None:
-                    self._app = self._build()
+                    try:
+                        self._app = self._build()
+                    except Exception as exc:
+                        self._failure = exc
+                        _log.error("mlflow-descope-auth could not start; restart the server: %s", exc)
+                        raise
         return self._app
 
     def __call__(self, *args: Any) -> Any:
         if len(args) == 2:
             _expect_runner(asgi=False)
-            return self.app()(*args)
+            try:
+                app = self.app()
+            except Exception:
+                return _unavailable(*args)
+            return app(*args)
         if len(args) == 1:
             return functools.partial(self._asgi, args[0])
         if len(args) == 3:
@@ -119,6 +136,17 @@ class DescopeApp:
             await send({"type": "lifespan.startup.failed", "message": f"mlflow-descope-auth: {exc}"})
             return
         await app(scope, receive, send)
+
+
+def _unavailable(environ: Any, start_response: Callable[..., Any]) -> list[bytes]:
+    """What a WSGI worker whose app could not be built answers: the reason is in the server's log,
+    not for whoever asks."""
+    body = b"The MLflow server could not start. Its administrator can find the reason in its log.\n"
+    start_response(
+        "503 Service Unavailable",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def _expect_runner(*, asgi: bool) -> None:

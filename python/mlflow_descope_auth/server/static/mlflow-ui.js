@@ -188,7 +188,8 @@
       }
       return;
     }
-    node.nodeValue = node.nodeValue.replace(id, name);
+    // A function, so a "$&" in a name is text, not a replacement pattern.
+    node.nodeValue = node.nodeValue.replace(id, () => name);
     const parent = node.parentElement;
     if (parent && !parent.hasAttribute("title")) parent.setAttribute("title", id);
   };
