@@ -39,6 +39,7 @@ from playwright.sync_api import Browser, BrowserContext, expect
 from mlflow_descope_auth import DescopeClient
 from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.emulator.keys import SigningKey
+from mlflow_descope_auth.server.gate import PERSON_SESSION_ENDED
 from mlflow_descope_auth.server.http import MAX_AUTH_BODY
 
 from .browser import chromium, screenshot
@@ -423,7 +424,8 @@ def test_signed_out_refresh_token_stops_renewing_in_every_worker(
                 replay = conn.request("GET", SEARCH, {**jar(stale, dsr), **JSON})
                 assert replay.status == 401, (label, i, replay.text[:200])
                 assert_cookies_cleared(replay, label)
-                assert "signed out" in replay.json()["message"], (label, replay.text)
+                assert "signed out" in replay.json()["detail"], (label, replay.text)
+                assert replay.json()["message"] == PERSON_SESSION_ENDED, (label, replay.text)
         fresh = replay_burst(server, {**jar(stale, dsr), **JSON})
         refused = [isinstance(r, requests.Response) and r.status_code == 401 for r in fresh]
         assert all(refused), (round_, summary(fresh))
@@ -463,7 +465,7 @@ def test_signing_out_with_a_rotated_token_ends_its_predecessors_cached_renewal(
             label = f"replay on {'first' if conn in first else 'second'} worker"
             replay = conn.request("GET", SEARCH, {**jar(stale, old_dsr), **JSON})
             assert replay.status == 401, (label, replay.text[:200])
-            assert "signed out" in replay.json()["message"], (label, replay.text)
+            assert "signed out" in replay.json()["detail"], (label, replay.text)
         assert emu.stats()["refresh"] == before["refresh"], (before, emu.stats())
     finally:
         emu.state.rotate_refresh_tokens = False

@@ -60,4 +60,9 @@ def test_a_reader_script_gets_a_clear_refusal(descope: DescopeServer, tmp_path: 
         [sys.executable, str(script), "0"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert out.returncode != 0
-    assert "runs/create failed with error code 403" in out.stderr
+    # One line a person can act on, not a traceback through MLflow.
+    assert out.stderr.splitlines() == [
+        "mlflow-descope-auth: the MLflow server refused: PERMISSION_DENIED: You do not have permission "
+        "to do this: it needs EDIT access to this experiment. Ask an admin of this server to give you "
+        "EDIT on it."
+    ], out.stderr

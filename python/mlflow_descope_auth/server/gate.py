@@ -145,13 +145,13 @@ class Gate:
         person: str = PERSON_SESSION_ENDED,
     ) -> Verdict:
         """The login page for a page load; else 401 with ``message`` for an API client, or
-        ``person`` for a browser's script."""
+        ``person`` for a browser's script (``message`` then goes in ``detail``)."""
         headers = clear_cookies(secure=self.secure_cookies(req), path=self.cookie_path) if clear else []
         if is_navigation(req):
             return Verdict(Response.redirect(self.login_url(req.full_path, reason), headers))
-        if from_browser(req):
-            message = person
         headers.append(("WWW-Authenticate", 'Bearer realm="mlflow", error="invalid_token"'))
+        if from_browser(req):
+            return Verdict(error(401, "UNAUTHENTICATED", person, headers, detail=message))
         return Verdict(error(401, "UNAUTHENTICATED", message, headers))
 
     def check(self, req: Request) -> Verdict:

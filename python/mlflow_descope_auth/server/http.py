@@ -76,9 +76,20 @@ class Response:
         return cls(302, b"", [("Location", location), ("Cache-Control", "no-store"), *(headers or [])])
 
 
-def error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
-    """MLflow's error shape, so MLflow clients print the message."""
-    return Response.json(status, {"error_code": code, "message": message}, headers)
+def error(
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    detail: str | None = None,
+) -> Response:
+    """MLflow's error shape, so MLflow clients print the message. ``detail``: the precise reason
+    beside a message written for a person (MLflow's page shows only ``message``)."""
+    body = {"error_code": code, "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    return Response.json(status, body, headers)
 
 
 # Request bodies the gate reads itself (both adapters): the /auth endpoints and CreateRun.
