@@ -140,13 +140,18 @@ def test_a_401_speaks_to_a_person_in_a_browser_and_to_a_developer_elsewhere(
     # A script in a signed-out browser tab (Fetch Metadata, no cookies).
     signed_out = requests.get(path, headers=BROWSER_FETCH, timeout=30)
     assert signed_out.status_code == 401
-    assert signed_out.json() == {"error_code": "UNAUTHENTICATED", "message": PERSON_SIGNED_OUT}
+    assert signed_out.json() == {
+        "error_code": "UNAUTHENTICATED",
+        "message": PERSON_SIGNED_OUT,
+        "detail": "sign in with Descope: send 'Authorization: Bearer <session token>'",
+    }
     # The same tab once the session has ended for good.
     ended = requests.get(
         path, headers={**BROWSER_FETCH, "Cookie": f"DS={expired_session(emu, 'reader')}"}, timeout=30
     )
     assert ended.status_code == 401
-    assert ended.json() == {"error_code": "UNAUTHENTICATED", "message": PERSON_SESSION_ENDED}
+    assert ended.json()["message"] == PERSON_SESSION_ENDED
+    assert "expired" in ended.json()["detail"], ended.text
     # An API client: what to send, precisely.
     client = requests.get(path, timeout=30)
     assert client.status_code == 401
