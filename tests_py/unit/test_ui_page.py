@@ -186,6 +186,7 @@ def test_a_401_for_a_browser_speaks_to_the_person(
     assert json.loads(signed_out.response.body) == {
         "error_code": "UNAUTHENTICATED",
         "message": PERSON_SIGNED_OUT,
+        "detail": "sign in with Descope: send 'Authorization: Bearer <session token>'",
     }
     ended = gate.check(
         unit_request("GET", search, headers={"cookie": f"DS={expired_session(emulator, 'reader')}"})
