@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,6 +11,9 @@ from mlflow_descope_auth.emulator import Emulator
 
 from .descope_server import DescopeServer, descope_server
 from .servers import RecordingProxy, mlflow_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +80,12 @@ def descope(server_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory)
     """`mlflow server --app-name descope` (uvicorn, 2 workers) against its own emulator."""
     with descope_server(server_emulator, tmp_path_factory.mktemp("descope-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium per test module that asks for it (real Chromium, see browser.py)."""
+    from .browser import chromium
+
+    with chromium() as b:
+        yield b

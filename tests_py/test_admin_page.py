@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from mlflow_descope_auth.emulator import Emulator
 from mlflow_descope_auth.server.bootstrap import BOOTSTRAP_ADMIN
 
-from .browser import chromium, screenshot
+from .browser import screenshot
 from .descope_server import DescopeServer, descope_server
 
 GRANT = "/api/3.0/mlflow/users/permissions/grant"
@@ -272,12 +272,6 @@ def test_a_non_admin_cannot_use_the_admin_apis(server: DescopeServer) -> None:
 
 
 # -- the page, in Chromium ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

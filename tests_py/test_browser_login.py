@@ -16,18 +16,12 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from mlflow_descope_auth.emulator import Emulator
 
-from .browser import chromium, screenshot
+from .browser import screenshot
 from .descope_server import DescopeServer, descope_server
 from .servers import RecordingProxy
 from .unit.inprocess import expired_session
 
 UI_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from mlflow_descope_auth.emulator import Emulator
 
-from .browser import UI_TIMEOUT_MS, chromium, screenshot
+from .browser import UI_TIMEOUT_MS, screenshot
 from .descope_server import DescopeServer, descope_server
 from .unit.inprocess import expired_session
 
 LOGIN_PAGE = re.compile(r".*/auth/login.*")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +24,7 @@ from playwright.sync_api import Browser, expect
 from mlflow_descope_auth._core import DescopeClient, RefreshFailedError
 from mlflow_descope_auth.client import stored_login
 
-from .browser import chromium, screenshot
+from .browser import screenshot
 from .descope_server import DescopeServer
 from .unit.inprocess import expired_session
 
@@ -40,12 +39,6 @@ LOG_A_RUN = textwrap.dedent(
     print(run.info.run_id)
     """
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def user_env(config: Path, **extra: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ from mlflow_descope_auth.emulator.keys import SigningKey
 from mlflow_descope_auth.server.gate import PERSON_SESSION_ENDED
 from mlflow_descope_auth.server.http import MAX_AUTH_BODY
 
-from .browser import chromium, screenshot
+from .browser import screenshot
 from .descope_server import DescopeServer, descope_server
 from .test_server_sessions import (
     SEARCH,
@@ -665,12 +665,6 @@ def test_confirm_page_follows_the_static_prefix(
 
 
 # -- (c) in real Chromium: a foreign page cannot sign the user out -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

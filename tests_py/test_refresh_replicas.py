@@ -16,7 +16,6 @@ from playwright.sync_api import Browser, BrowserContext, Response
 
 from mlflow_descope_auth.emulator import Emulator
 
-from .browser import chromium
 from .postgres import Postgres, postgres_server
 from .replicas import Cluster, cluster
 from .test_server_sessions import SEARCH, TIMEOUT, burst, cookie_header, set_cookies, sign_in
@@ -63,12 +62,6 @@ def _calm_emulator(separate: Cluster) -> Iterator[None]:
     separate.emulator.reset_stats()
     yield
     separate.emulator.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture
